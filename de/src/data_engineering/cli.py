@@ -1,0 +1,124 @@
+"""`python -m data_engineering <stage>`: thin wiring from the command line to the stages."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from datetime import date
+from pathlib import Path
+
+import psycopg2
+
+from data_engineering import DataError
+from data_engineering.config import EtlSettings
+from data_engineering.db import etl_transaction
+from data_engineering.features import build_features
+from data_engineering.generate import GeneratorConfig, generate
+from data_engineering.load import available_months, load_customers, load_sales, loaded_months
+from machine_learning_engineering.config import ConfigError
+
+log = logging.getLogger("data_engineering")
+
+
+def month_arg(text: str) -> date:
+    match = re.fullmatch(r"(\d{4})-(\d{2})", text)
+    if not match or not 1 <= int(match[2]) <= 12:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month in the form YYYY-MM")
+    return date(int(match[1]), int(match[2]), 1)
+
+
+def previous_month(today: date) -> date:
+    return date(today.year - 1, 12, 1) if today.month == 1 else date(today.year, today.month - 1, 1)
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def ensure_raw_data(raw_dir: Path) -> None:
+    """An empty raw directory gets the default generated dataset, so a first run just works."""
+    if raw_dir.is_dir() and any(raw_dir.iterdir()):
+        return
+    log.info("%s is empty: generating the default dataset there first", raw_dir)
+    generate(raw_dir)
+
+
+def _sales_months(cur, raw_dir: Path, args: argparse.Namespace) -> list[date]:
+    if not getattr(args, "all", True):
+        return [args.month or previous_month(date.today())]
+    months = available_months(raw_dir)
+    if not months:
+        raise DataError(f"no sales months found under {raw_dir / 'sales'} (expected folders YYYY-MM-01/sales.csv)")
+    done = set() if args.force else loaded_months(cur)
+    if done & set(months):
+        log.info("skipping %d month(s) already loaded (use --force to reload them)", len(done & set(months)))
+    return [m for m in months if m not in done]
+
+
+def run(args: argparse.Namespace, settings: EtlSettings) -> None:
+    if args.command == "generate":
+        generate(args.out, GeneratorConfig(args.customers, args.months, args.seed), truth=args.truth)
+        return
+    raw_dir = args.raw_dir or settings.raw_data_dir
+    if args.command in ("load-customers", "load-sales", "etl"):
+        ensure_raw_data(raw_dir)
+    with etl_transaction(settings.database) as cur:
+        if args.command in ("load-customers", "etl"):
+            load_customers(cur, raw_dir)
+        if args.command in ("load-sales", "etl"):
+            load_sales(cur, raw_dir, _sales_months(cur, raw_dir, args))
+        if args.command in ("build-features", "etl"):
+            build_features(cur)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m data_engineering", description="ETLs of the companydata database.")
+    p.add_argument("--raw-dir", type=Path, help="raw files (default: $RAW_DATA_DIR or data/raw)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
+
+    gen = sub.add_parser("generate", help="write a seeded synthetic dataset in the raw layout")
+    gen.add_argument("--out", type=Path, required=True, help="directory to write the files into")
+    gen.add_argument("--customers", type=positive_int, default=GeneratorConfig.customers)
+    gen.add_argument("--months", type=positive_int, default=GeneratorConfig.months, help="sales months from 2020-01")
+    gen.add_argument("--seed", type=int, default=GeneratorConfig.seed)
+    gen.add_argument("--truth", type=Path, help="also write each client's true P(label = 1) to this CSV")
+
+    sub.add_parser("load-customers", help="replace the customer tables from the customer files")
+
+    sales = sub.add_parser("load-sales", help="load a month of sales and aggregate monthly_sales")
+    which = sales.add_mutually_exclusive_group()
+    which.add_argument("--month", type=month_arg, help="YYYY-MM (default: the previous calendar month)")
+    which.add_argument("--all", action="store_true", help="backfill every month present in the source")
+    sales.add_argument("--force", action="store_true", help="with --all: reload months already loaded")
+
+    sub.add_parser("build-features", help="rebuild feature_store from the customer tables")
+
+    etl = sub.add_parser("etl", help="load-customers, load-sales --all, build-features, in one transaction")
+    etl.add_argument("--force", action="store_true", help="reload sales months already loaded")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        run(args, EtlSettings.from_env())
+    except (DataError, ConfigError) as exc:
+        log.error("%s", exc)
+        log.error("nothing was changed in the database")
+        return 1
+    except psycopg2.OperationalError as exc:
+        log.error("cannot reach the database: %s", str(exc).strip())
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted; nothing was changed in the database")
+        return 130
+    return 0

@@ -1,0 +1,4 @@
+CREATE TABLE {table} (
+    idx      integer PRIMARY KEY,
+    location text NOT NULL
+);

@@ -1,0 +1,82 @@
+"""pytest fixtures: a real, throwaway PostgreSQL bootstrapped from de/db/init.
+
+One cluster per test session (initdb takes seconds); each test gets the database back in its
+bootstrapped state: tables the test created are dropped, bootstrap tables emptied.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from data_engineering import localdb
+from machine_learning_engineering.config import DatabaseSettings
+from machine_learning_engineering.db import connect
+
+
+@dataclass
+class TestDatabase:
+    """Handle on the test database: settings per role, an environment, quick queries."""
+
+    cluster: localdb.LocalCluster
+    bootstrap_tables: frozenset[str]
+
+    def settings(self, role: str = "admin") -> DatabaseSettings:
+        return self.cluster.settings(role)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a subprocess that should use this database."""
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_DB_PASSWORD")}
+        return {**env, "DB_HOSTNAME": "127.0.0.1", "DB_PORT": str(self.cluster.port), "DB_NAME": localdb.DATABASE, **extra}
+
+    def query(self, sql: str, params: Any = None, role: str = "admin") -> list[tuple]:
+        conn = connect(self.settings(role))
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+    def tables(self) -> set[str]:
+        return {r[0] for r in self.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+    def digest(self, table: str) -> str:
+        """A checksum of a table's full contents, independent of physical row order."""
+        return self.query(f'SELECT count(*) || \':\' || md5(coalesce(string_agg(t::text, \'|\' ORDER BY t::text), \'\')) FROM "{table}" AS t')[0][0]
+
+    def reset(self) -> None:
+        for table in self.tables() - self.bootstrap_tables:
+            self.query(f'DROP TABLE "{table}" CASCADE')
+        for table in self.bootstrap_tables:
+            self.query(f'TRUNCATE "{table}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def companydata_cluster() -> Iterator[TestDatabase]:
+    root = Path(tempfile.mkdtemp(prefix="companydata-test-"))
+    root.chmod(0o755)  # the postgres system user must reach the data directory inside
+    cluster = localdb.create(root / "pgdata", env={}, fast=True)
+    try:
+        db = TestDatabase(cluster, frozenset())
+        db.bootstrap_tables = frozenset(db.tables())
+        yield db
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def companydata(companydata_cluster: TestDatabase) -> TestDatabase:
+    """The bootstrapped `companydata` database, clean for this test."""
+    if not companydata_cluster.cluster.running():
+        companydata_cluster.cluster.start(fast=True)
+    companydata_cluster.reset()
+    return companydata_cluster

@@ -1,0 +1,84 @@
+"""Connections that survive a database that is still starting.
+
+Every container in the stack may start before PostgreSQL accepts connections, so all of
+them connect through `connect` / `wait_for_database`, which retry with capped exponential
+backoff and log each attempt, instead of crashing and relying on restart loops.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg2
+import sqlalchemy
+from psycopg2.extensions import connection as PgConnection
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from machine_learning_engineering.config import DatabaseSettings
+
+log = logging.getLogger(__name__)
+
+# Failures that no amount of waiting fixes; everything else OperationalError says is
+# treated as "not up yet" (refused, starting up, shutting down, DNS not ready in Compose).
+_PERMANENT = ("password authentication failed", "does not exist", "no pg_hba.conf entry")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg2.OperationalError) and not any(p in str(exc) for p in _PERMANENT)
+
+
+def _log_retry(settings: DatabaseSettings):
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        reason = str(exc).strip().splitlines()[0] if exc else "unknown"
+        log.warning(
+            "database %s not ready (attempt %d: %s); retrying in %.1f s",
+            settings.where,
+            state.attempt_number,
+            reason,
+            state.next_action.sleep if state.next_action else 0.0,
+        )
+
+    return before_sleep
+
+
+def connect(settings: DatabaseSettings, timeout: float | None = None) -> PgConnection:
+    """Open a psycopg2 connection, retrying while the server is not ready yet."""
+    retrying = Retrying(
+        stop=stop_after_delay(settings.connect_timeout if timeout is None else timeout),
+        wait=wait_exponential(multiplier=0.25, max=5),
+        retry=retry_if_exception(_is_transient),
+        before_sleep=_log_retry(settings),
+        reraise=True,
+    )
+    conn = retrying(
+        psycopg2.connect,
+        host=settings.host,
+        port=settings.port,
+        dbname=settings.name,
+        user=settings.user,
+        password=settings.password,
+        connect_timeout=5,
+        application_name="companydata-stack",
+    )
+    if retrying.statistics.get("attempt_number", 1) > 1:
+        log.info("database %s is up", settings.where)
+    return conn
+
+
+def wait_for_database(settings: DatabaseSettings, timeout: float | None = None) -> None:
+    """Block until the server accepts our login (or raise after `timeout` seconds)."""
+    connect(settings, timeout).close()
+
+
+def create_engine(settings: DatabaseSettings) -> sqlalchemy.Engine:
+    """An engine for pandas and SQLAlchemy users; call `wait_for_database` first at start-up."""
+    url = sqlalchemy.URL.create(
+        "postgresql+psycopg2",
+        username=settings.user,
+        password=settings.password,
+        host=settings.host,
+        port=settings.port,
+        database=settings.name,
+    )
+    return sqlalchemy.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
