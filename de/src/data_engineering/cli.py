@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 from datetime import date
 from pathlib import Path
 

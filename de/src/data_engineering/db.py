@@ -54,7 +54,8 @@ def table_exists(cur: PgCursor, table: str) -> bool:
 
 def table_columns(cur: PgCursor, table: str) -> list[str]:
     cur.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        "SELECT attname FROM pg_attribute"
+        " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         (table,),
     )
     return [row[0] for row in cur.fetchall()]

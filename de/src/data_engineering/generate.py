@@ -132,8 +132,15 @@ def generate(out: Path, config: GeneratorConfig = GeneratorConfig(), truth: Path
     steps.update()
 
     current = activity[activity["valid_to"] == ""].set_index("idx").reindex(idx)
-    p = true_probability(profiles["attr_a"].to_numpy(), profiles["attr_b"].to_numpy(), current["scd_a"].to_numpy(), current["scd_b"].to_numpy())
-    pd.DataFrame({"idx": idx, "label": (rng.random(config.customers) < p).astype(int)}).to_csv(out / "labels.csv", index=False)
+    p = true_probability(
+        profiles["attr_a"].to_numpy(),
+        profiles["attr_b"].to_numpy(),
+        current["scd_a"].to_numpy(),
+        current["scd_b"].to_numpy(),
+    )
+    pd.DataFrame({"idx": idx, "label": (rng.random(config.customers) < p).astype(int)}).to_csv(
+        out / "labels.csv", index=False
+    )
     if truth is not None:
         truth.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"idx": idx, "p_label": p}).to_csv(truth, index=False)
@@ -150,5 +157,9 @@ def generate(out: Path, config: GeneratorConfig = GeneratorConfig(), truth: Path
     steps.close()
     log.info(
         "generated %s clients (%s activity rows) and %d sales months in %s (seed %d)",
-        f"{config.customers:,}", f"{len(activity):,}", config.months, out, config.seed,
+        f"{config.customers:,}",
+        f"{len(activity):,}",
+        config.months,
+        out,
+        config.seed,
     )

@@ -44,17 +44,27 @@ class StepResult:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
     def log(self) -> None:
-        log.info("%s: %s rows in %.2f s (%s rows/s)", self.step, f"{self.rows:,}", self.seconds, f"{self.rows_per_second:,.0f}")
+        log.info(
+            "%s: %s rows in %.2f s (%s rows/s)",
+            self.step,
+            f"{self.rows:,}",
+            self.seconds,
+            f"{self.rows_per_second:,.0f}",
+        )
 
 
 def read_header(path: Path) -> list[str]:
+    """The header line alone; the rest of the file is PostgreSQL's to parse and judge."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), None)
+        with path.open("rb") as f:
+            first = f.readline()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    try:
+        text = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: line 1: not UTF-8 text ({exc.reason})") from None
+    header = next(csv.reader([text]), None)
     if not header:
         raise DataError(f"{path}: file is empty; expected a header line")
     return [name.strip() for name in header]
@@ -80,8 +90,9 @@ def describe_copy_error(path: Path, table: str, exc: psycopg2.Error) -> str:
     diag = exc.diag
     where = _COPY_CONTEXT.search(diag.context or "")
     location = f"line {where['line']}" if where else "during load"
-    if where and where["column"]:
-        location += f", column {where['column']}"
+    column = (where["column"] if where else None) or diag.column_name
+    if column:
+        location += f", column {column}"
     message = (diag.message_primary or str(exc)).replace(table, path.stem)
     if diag.message_detail:
         message += f" ({diag.message_detail.replace(table, path.stem)})"
@@ -95,10 +106,19 @@ def copy_csv(cur: PgCursor, path: Path, table: str) -> int:
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, header))
     )
-    with path.open("rb") as raw, tqdm.wrapattr(
-        raw, "read", total=path.stat().st_size, desc=path.name, unit="B", unit_scale=True,
-        disable=not sys.stderr.isatty(), leave=False,
-    ) as f:
+    with (
+        path.open("rb") as raw,
+        tqdm.wrapattr(
+            raw,
+            "read",
+            total=path.stat().st_size,
+            desc=path.name,
+            unit="B",
+            unit_scale=True,
+            disable=not sys.stderr.isatty(),
+            leave=False,
+        ) as f,
+    ):
         try:
             cur.copy_expert(statement, f, size=_COPY_CHUNK)
         except (psycopg2.DataError, psycopg2.IntegrityError) as exc:  # class 22 includes bad CSV shape

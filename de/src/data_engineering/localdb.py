@@ -98,8 +98,17 @@ class LocalCluster:
             self._chown(path)
         try:
             self._server(
-                str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", SUPERUSER, f"--pwfile={pwfile}",
-                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
             )
         finally:
             shutil.rmtree(secret_dir, ignore_errors=True)
@@ -108,8 +117,17 @@ class LocalCluster:
         opts = [f"-p {self.port}", f"-k {self.socket_dir}", "-c listen_addresses=127.0.0.1"]
         opts += [f"-c {s}" for s in FAST_SETTINGS] if fast else []
         self._server(
-            str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.datadir / "server.log"),
-            "-o", " ".join(opts), "-w", "-t", "60", "start",
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.datadir / "server.log"),
+            "-o",
+            " ".join(opts),
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
 
     def stop(self) -> None:
@@ -123,7 +141,10 @@ class LocalCluster:
         """Environment of the image's init phase: local socket, superuser, database."""
         env = {**os.environ, **dict(extra)}
         env.update(
-            PGHOST=str(self.socket_dir), PGPORT=str(self.port), POSTGRES_USER=SUPERUSER, POSTGRES_DB=DATABASE,
+            PGHOST=str(self.socket_dir),
+            PGPORT=str(self.port),
+            POSTGRES_USER=SUPERUSER,
+            POSTGRES_DB=DATABASE,
             PATH=f"{self.bindir}{os.pathsep}{env.get('PATH', '')}",
         )
         return env
@@ -131,7 +152,9 @@ class LocalCluster:
     def psql(self, sql: str, database: str = DATABASE) -> str:
         result = subprocess.run(
             ["psql", "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-qAt", "-U", SUPERUSER, "-d", database, "-c", sql],
-            capture_output=True, text=True, env=self.psql_env(),
+            capture_output=True,
+            text=True,
+            env=self.psql_env(),
         )
         if result.returncode != 0:
             raise LocalDbError(f"psql failed: {result.stderr}")
@@ -145,7 +168,19 @@ class LocalCluster:
             if path.suffix == ".sh":
                 cmd = [str(path)] if os.access(path, os.X_OK) else ["bash", str(path)]
             elif path.suffix == ".sql":
-                cmd = ["psql", "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-q", "-U", SUPERUSER, "-d", DATABASE, "-f", str(path)]
+                cmd = [
+                    "psql",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "--no-psqlrc",
+                    "-q",
+                    "-U",
+                    SUPERUSER,
+                    "-d",
+                    DATABASE,
+                    "-f",
+                    str(path),
+                ]
             else:
                 log.info("bootstrap: ignoring %s", path.name)
                 continue
@@ -159,7 +194,9 @@ class LocalCluster:
         return DatabaseSettings.from_env(role, {**dict(env), "DB_HOSTNAME": "127.0.0.1", "DB_PORT": str(self.port)})  # type: ignore[arg-type]
 
 
-def create(datadir: Path, port: int | None = None, env: Mapping[str, str] | None = None, fast: bool = False) -> LocalCluster:
+def create(
+    datadir: Path, port: int | None = None, env: Mapping[str, str] | None = None, fast: bool = False
+) -> LocalCluster:
     """initdb + start + bootstrap; passwords from `env` (default: the process environment)."""
     env = dict(os.environ if env is None else env)
     cluster = LocalCluster(datadir=datadir, port=port or free_port(), bindir=find_bindir())

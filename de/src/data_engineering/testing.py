@@ -21,9 +21,24 @@ from machine_learning_engineering.config import DatabaseSettings
 from machine_learning_engineering.db import connect
 
 
+def write_csv(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.lstrip())
+    return path
+
+
+def append_line(path: Path, line: str) -> int:
+    """Append a data line and return its line number (the header is line 1)."""
+    with path.open("a") as f:
+        f.write(line + "\n")
+    return len(path.read_text().splitlines())
+
+
 @dataclass
 class TestDatabase:
     """Handle on the test database: settings per role, an environment, quick queries."""
+
+    __test__ = False  # not a test class, whatever its name says
 
     cluster: localdb.LocalCluster
     bootstrap_tables: frozenset[str]
@@ -34,7 +49,13 @@ class TestDatabase:
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a subprocess that should use this database."""
         env = {k: v for k, v in os.environ.items() if not k.endswith("_DB_PASSWORD")}
-        return {**env, "DB_HOSTNAME": "127.0.0.1", "DB_PORT": str(self.cluster.port), "DB_NAME": localdb.DATABASE, **extra}
+        return {
+            **env,
+            "DB_HOSTNAME": "127.0.0.1",
+            "DB_PORT": str(self.cluster.port),
+            "DB_NAME": localdb.DATABASE,
+            **extra,
+        }
 
     def query(self, sql: str, params: Any = None, role: str = "admin") -> list[tuple]:
         conn = connect(self.settings(role))
@@ -50,7 +71,10 @@ class TestDatabase:
 
     def digest(self, table: str) -> str:
         """A checksum of a table's full contents, independent of physical row order."""
-        return self.query(f'SELECT count(*) || \':\' || md5(coalesce(string_agg(t::text, \'|\' ORDER BY t::text), \'\')) FROM "{table}" AS t')[0][0]
+        return self.query(
+            "SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
+            f' FROM "{table}" AS t'
+        )[0][0]
 
     def reset(self) -> None:
         for table in self.tables() - self.bootstrap_tables:

@@ -1,0 +1,53 @@
+# Everything a user or CI runs. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PACKAGES := mle de
+COMPOSE ?= docker compose
+BENCH_DIR ?= bench/data
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint format etl bench bench-etl up down logs clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+install: $(PY) ## create .venv and install every package (editable) and the test tools
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(foreach p,$(PACKAGES),-e ./$(p)) pytest pytest-timeout ruff
+
+test: ## run the whole test suite against a real PostgreSQL that the tests start themselves
+	$(PY) -m pytest --import-mode=importlib --timeout=600 -q $(foreach p,$(PACKAGES),$(p)/tests)
+
+lint: ## ruff: lint and check formatting
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: ## ruff: fix what can be fixed and format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+etl: ## run the whole ETL inside the running compose stack
+	$(COMPOSE) run --rm etl python -m data_engineering etl
+
+up: ## build and start the stack in the background
+	$(COMPOSE) up --build -d
+
+down: ## stop the stack (data volumes are kept)
+	$(COMPOSE) down
+
+logs: ## follow the stack's logs
+	$(COMPOSE) logs -f
+
+clean: ## stop the stack and delete its volumes, the venv and local data
+	-$(COMPOSE) down --volumes --remove-orphans
+	rm -rf $(VENV) data .pgdata $(BENCH_DIR) bench/results
+
+bench: bench-etl ## every benchmark
+
+bench-etl: ## ETL loads against psql \copy on a 1,500,000-client dataset
+	$(PY) bench/bench_etl.py --data-dir $(BENCH_DIR)

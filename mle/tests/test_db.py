@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+import psycopg2
+import pytest
+
+from machine_learning_engineering.db import connect, create_engine, wait_for_database
+
+
+def test_connect_waits_for_a_server_that_is_still_starting(companydata, caplog) -> None:
+    cluster = companydata.cluster
+    cluster.stop()
+    restarted = threading.Timer(1.5, cluster.start, kwargs={"fast": True})
+    restarted.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="machine_learning_engineering.db"):
+            conn = connect(companydata.settings("mle"), timeout=60)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone() == ("mle_user",)
+        conn.close()
+    finally:
+        restarted.join()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings and all("not ready" in w for w in warnings)
+    assert "attempt 1" in warnings[0] and "retrying in" in warnings[0]
+
+
+def test_gives_up_after_the_timeout(companydata) -> None:
+    settings = dataclasses.replace(companydata.settings(), port=1)
+    with pytest.raises(psycopg2.OperationalError, match="Connection refused"):
+        wait_for_database(settings, timeout=1)
+
+
+def test_wrong_password_is_not_retried(companydata, caplog) -> None:
+    settings = dataclasses.replace(companydata.settings("ds"), password="wrong")
+    with caplog.at_level(logging.WARNING), pytest.raises(psycopg2.OperationalError, match="password authentication"):
+        connect(settings, timeout=30)
+    assert not [r for r in caplog.records if "not ready" in r.getMessage()]
+
+
+def test_engine_reads_as_the_role(companydata) -> None:
+    engine = create_engine(companydata.settings("ds"))
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT current_user").scalar() == "ds_user"
+    engine.dispose()
