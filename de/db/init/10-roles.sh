@@ -3,7 +3,7 @@
 # `admin` owner), both as /docker-entrypoint-initdb.d of the postgres:15 image and from
 # `python -m data_engineering.localdb` (tests, `make demo`). Passwords come from the
 # environment; the defaults are the documented development ones (password = user name).
-set -euo pipefail
+# No `set` here: the image may source this file rather than execute it (psql's exit status is ours).
 
 psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
   -v ds_password="${DS_DB_PASSWORD:-ds_user}" \
