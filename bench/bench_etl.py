@@ -53,7 +53,9 @@ def baseline_table(cluster: localdb.LocalCluster, ddl: str, table: str, bare: bo
     settings = cluster.settings("admin")
     with etl_transaction(settings) as cur:
         cur.execute(f"DROP TABLE IF EXISTS {table}")
-        cur.execute(table_sql(ddl, table=table, **literals))
+        statement = table_sql(ddl, table=table, **literals).as_string(cur)
+        # The sales staging table is temporary; its baseline twin must outlive the transaction.
+        cur.execute(statement.replace("CREATE TEMPORARY TABLE", "CREATE TABLE").replace("ON COMMIT DROP", ""))
         if bare:  # keep columns and types, drop every key and check
             cur.execute(f"CREATE TABLE {table}_bare (LIKE {table}); DROP TABLE {table}")
             cur.execute(f"ALTER TABLE {table}_bare RENAME TO {table}")
