@@ -129,3 +129,11 @@ def test_month_arg(text, month) -> None:
 def test_previous_month_wraps_the_year() -> None:
     assert previous_month(date(2021, 1, 15)) == date(2020, 12, 1)
     assert previous_month(date(2021, 3, 31)) == date(2021, 2, 1)
+
+
+def test_empty_raw_dir_that_cannot_be_written_is_a_clear_error(companydata, tmp_path) -> None:
+    raw = tmp_path / "raw"
+    raw.write_text("")  # a file where the directory should be: nothing can be generated there
+    result = etl(companydata, "load-customers", raw_dir=raw)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot generate the default dataset in {raw}: File exists" in result.stderr

@@ -43,7 +43,10 @@ def ensure_raw_data(raw_dir: Path) -> None:
     if raw_dir.is_dir() and any(raw_dir.iterdir()):
         return
     log.info("%s is empty: generating the default dataset there first", raw_dir)
-    generate(raw_dir)
+    try:
+        generate(raw_dir)
+    except OSError as exc:  # read-only mount, a file in the way, a full disk
+        raise DataError(f"cannot generate the default dataset in {raw_dir}: {exc.strerror}: {exc.filename}") from None
 
 
 def _sales_months(cur, raw_dir: Path, args: argparse.Namespace) -> list[date]:

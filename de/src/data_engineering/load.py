@@ -165,6 +165,8 @@ def load_customers(cur: PgCursor, raw_dir: Path) -> list[StepResult]:
         rows = copy_csv(cur, path, staged)
         if table == "customer_activity":
             _check_activity_history(cur, path, staged)
+        # Statistics now, not whenever autovacuum gets round to it: the next reader joins these.
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staged)))
         results.append(StepResult(f"load {table}", rows, time.perf_counter() - started))
         results[-1].log()
     for table in CUSTOMER_TABLES:

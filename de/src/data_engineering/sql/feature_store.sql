@@ -14,3 +14,4 @@ LEFT JOIN latest_activity AS a USING (idx)
 ORDER BY p.idx;
 
 ALTER TABLE {table} ADD PRIMARY KEY (idx);
+ANALYZE {table};
