@@ -3,12 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGES := mle de
+PACKAGES := mle de ds
 COMPOSE ?= docker compose
 BENCH_DIR ?= bench/data
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format etl bench bench-etl up down logs clean
+.PHONY: help install test lint format etl train bench bench-etl bench-model up down logs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ format: ## ruff: fix what can be fixed and format
 etl: ## run the whole ETL inside the running compose stack
 	$(COMPOSE) run --rm etl python -m data_engineering etl
 
+train: ## train a new model version inside the running compose stack
+	$(COMPOSE) run --rm model-training python -m data_science.train
+
 up: ## build and start the stack in the background
 	$(COMPOSE) up --build -d
 
@@ -47,7 +50,10 @@ clean: ## stop the stack and delete its volumes, the venv and local data
 	-$(COMPOSE) down --volumes --remove-orphans
 	rm -rf $(VENV) data .pgdata $(BENCH_DIR) bench/results
 
-bench: bench-etl ## every benchmark
+bench: bench-etl bench-model ## every benchmark
 
 bench-etl: ## ETL loads against psql \copy on a 1,500,000-client dataset
 	$(PY) bench/bench_etl.py --data-dir $(BENCH_DIR)
+
+bench-model: ## training time, AUC against the best achievable, prediction latency (1,500,000 clients)
+	$(PY) bench/bench_model.py --data-dir $(BENCH_DIR)

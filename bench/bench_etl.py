@@ -29,12 +29,17 @@ GOAL = 0.70
 
 
 def dataset(data_dir: Path, customers: int) -> Path:
+    """The generated raw files (cached), with each client's true P(label = 1) beside them."""
     raw = data_dir / f"raw-{customers}"
-    if not (raw / "labels.csv").exists():
+    if not (raw / "labels.csv").exists() or not truth_file(raw).exists():
         started = time.perf_counter()
-        generate(raw, GeneratorConfig(customers=customers))
+        generate(raw, GeneratorConfig(customers=customers), truth=truth_file(raw))
         print(f"generated {customers:,} clients in {time.perf_counter() - started:.1f} s")
     return raw
+
+
+def truth_file(raw: Path) -> Path:
+    return raw.parent / f"{raw.name}-truth.csv"
 
 
 def psql_copy(cluster: localdb.LocalCluster, table: str, path: Path, columns: list[str]) -> float:

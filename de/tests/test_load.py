@@ -26,7 +26,7 @@ def sales(db: TestDatabase, raw_dir: Path, months: list[date]) -> None:
 
 
 def digests(db: TestDatabase) -> dict[str, str]:
-    return {t: db.digest(t) for t in sorted(db.tables())}
+    return {t: db.digest(t) for t in sorted(db.created_tables())}
 
 
 # --- load-customers --------------------------------------------------------------------
@@ -130,7 +130,7 @@ def test_a_gap_in_a_clients_history_is_refused_with_the_client_and_dates(company
         "but the client's next period starts 2020-03-01",
     ):
         customers(companydata, raw_dir)
-    assert companydata.tables() == set()
+    assert companydata.created_tables() == set()
 
 
 def test_bad_last_row_of_the_last_file_leaves_the_previous_load_in_place(companydata, raw_dir, small_dataset) -> None:
@@ -160,7 +160,7 @@ def test_bad_headers_are_refused(companydata, raw_dir, file, content, message) -
     (raw_dir / file).write_text(content)
     with pytest.raises(DataError, match=message):
         customers(companydata, raw_dir)
-    assert companydata.tables() == set()
+    assert companydata.created_tables() == set()
 
 
 def test_missing_file_is_named(companydata, raw_dir) -> None:
@@ -245,7 +245,7 @@ def test_bad_sales_rows_are_refused_and_change_nothing(companydata, sales_raw, l
 def test_month_without_a_file_is_named(companydata, sales_raw) -> None:
     with pytest.raises(DataError, match=r"no sales file for 2020-03: expected .*sales/2020-03-01/sales\.csv"):
         sales(companydata, sales_raw, [JAN, MAR])
-    assert "sales" not in companydata.tables()
+    assert "sales" not in companydata.created_tables()
 
 
 def test_sales_before_customers_says_what_to_do(companydata, tmp_path) -> None:

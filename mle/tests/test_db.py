@@ -7,7 +7,7 @@ import threading
 import psycopg2
 import pytest
 
-from machine_learning_engineering.db import connect, create_engine, wait_for_database
+from machine_learning_engineering.db import TableNotReady, connect, create_engine, wait_for_database, wait_for_table
 
 
 def test_connect_waits_for_a_server_that_is_still_starting(companydata, caplog) -> None:
@@ -47,3 +47,24 @@ def test_engine_reads_as_the_role(companydata) -> None:
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT current_user").scalar() == "ds_user"
     engine.dispose()
+
+
+def test_wait_for_table_returns_once_the_table_has_rows(companydata, caplog) -> None:
+    def create() -> None:
+        companydata.query("CREATE TABLE feature_store (idx int)")
+        threading.Timer(1.0, companydata.query, args=("INSERT INTO feature_store VALUES (1)",)).start()
+
+    threading.Timer(1.0, create).start()
+    with caplog.at_level(logging.INFO, logger="machine_learning_engineering.db"):
+        wait_for_table(companydata.settings("ds"), "feature_store", timeout=60)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("feature_store does not exist yet (check 1)" in m for m in messages)
+    assert messages[-1] == "table feature_store is ready"
+
+
+def test_wait_for_table_times_out_saying_why(companydata) -> None:
+    with pytest.raises(TableNotReady, match="table feature_store does not exist yet after waiting 1 s"):
+        wait_for_table(companydata.settings("ds"), "feature_store", timeout=1)
+    companydata.query("CREATE TABLE feature_store (idx int)")
+    with pytest.raises(TableNotReady, match="table feature_store exists but is empty after waiting 1 s"):
+        wait_for_table(companydata.settings("ds"), "feature_store", timeout=1)

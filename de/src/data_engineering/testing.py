@@ -69,6 +69,10 @@ class TestDatabase:
     def tables(self) -> set[str]:
         return {r[0] for r in self.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
 
+    def created_tables(self) -> set[str]:
+        """Tables beyond those the bootstrap creates."""
+        return self.tables() - self.bootstrap_tables
+
     def digest(self, table: str) -> str:
         """A checksum of a table's full contents, independent of physical row order."""
         return self.query(

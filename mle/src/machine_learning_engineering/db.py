@@ -11,8 +11,16 @@ import logging
 
 import psycopg2
 import sqlalchemy
+from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from machine_learning_engineering.config import DatabaseSettings
 
@@ -82,3 +90,56 @@ def create_engine(settings: DatabaseSettings) -> sqlalchemy.Engine:
         database=settings.name,
     )
     return sqlalchemy.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+class TableNotReady(TimeoutError):
+    """A table did not appear, or stayed empty, within the allowed time."""
+
+
+def _table_state(settings: DatabaseSettings, table: str) -> str | None:
+    """None when `table` exists and has a row; otherwise what is missing."""
+    conn = connect(settings)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+            if not cur.fetchone()[0]:
+                return "does not exist yet"
+            cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(table)))
+            return None if cur.fetchone()[0] else "exists but is empty"
+    finally:
+        conn.close()
+
+
+def wait_for_table(settings: DatabaseSettings, table: str, timeout: float) -> None:
+    """Block until `table` exists and has rows, checking with capped exponential backoff.
+
+    Jobs downstream of the ETL start whenever they start (the challenge asks for it): they
+    wait here, logging every check, instead of crashing and relying on restart policies.
+    """
+
+    def check() -> None:
+        state = _table_state(settings, table)
+        if state is not None:
+            raise TableNotReady(f"table {table} {state}")
+
+    def before_sleep(state: RetryCallState) -> None:
+        log.info(
+            "waiting: %s (check %d); next check in %.1f s",
+            state.outcome.exception() if state.outcome else table,
+            state.attempt_number,
+            state.next_action.sleep if state.next_action else 0.0,
+        )
+
+    retrying = Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_exponential(multiplier=1, max=30),
+        retry=retry_if_exception_type(TableNotReady),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        retrying(check)
+    except TableNotReady as exc:
+        raise TableNotReady(f"{exc} after waiting {timeout:g} s; has the ETL run?") from None
+    if retrying.statistics.get("attempt_number", 1) > 1:
+        log.info("table %s is ready", table)

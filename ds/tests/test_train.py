@@ -1,0 +1,91 @@
+"""The training job as it runs in its container: a real process against a real database."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data_science.train import UnusableData, check_training_data, train
+
+
+def start_training(db, model_dir: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "data_science.train", "--model-dir", str(model_dir), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=db.env(),
+    )
+
+
+def publish_feature_store(db, frame: pd.DataFrame) -> None:
+    """Create feature_store the way the ETL does (as admin); the job reads it as ds_user."""
+    db.query(
+        "CREATE TABLE feature_store (idx int PRIMARY KEY, attr_a int, attr_b text, scd_a double precision, "
+        "scd_b int, label smallint)"
+    )
+    rows = ",".join(f"({r.idx},{r.attr_a},'{r.attr_b}',{r.scd_a},{r.scd_b},{r.label})" for r in frame.itertuples())
+    db.query(f"INSERT INTO feature_store VALUES {rows}")
+
+
+def test_training_started_before_the_etl_waits_then_trains(companydata, feature_frame, model_dir) -> None:
+    job = start_training(companydata, model_dir, "--wait-timeout", "120")
+    time.sleep(2.5)
+    assert job.poll() is None  # still waiting, not crashed
+    publish_feature_store(companydata, feature_frame)
+    output, _ = job.communicate(timeout=300)
+    assert job.returncode == 0, output
+    assert "waiting: table feature_store does not exist yet (check 1)" in output
+    assert "table feature_store is ready" in output
+    versions = [p for p in model_dir.iterdir() if not p.name.startswith(".")]
+    assert len(versions) == 1
+    summary = output.strip().splitlines()[-1]
+    assert f"model {versions[0].name}: trained on 4,800 rows" in summary
+    assert "(majority 0.500, stratified" in summary and "| skill |" in summary
+    metadata = json.loads((versions[0] / "metadata.json").read_text())
+    assert metadata["evaluation"]["has_skill"] is True
+    assert set(metadata["evaluation"]["baselines"]) == {"majority", "stratified"}
+    assert set(metadata["evaluation"]["metrics"]) >= {"roc_auc", "accuracy", "f1", "log_loss"}
+
+
+def test_timeout_is_a_clear_failure(companydata, model_dir) -> None:
+    job = start_training(companydata, model_dir, "--wait-timeout", "2")
+    output, _ = job.communicate(timeout=60)
+    assert job.returncode == 1
+    assert "training failed: table feature_store does not exist yet after waiting 2 s; has the ETL run?" in output
+    assert not model_dir.exists() or not any(model_dir.iterdir())
+
+
+def test_one_class_only_is_unusable(companydata, feature_frame, model_dir) -> None:
+    publish_feature_store(companydata, feature_frame.head(200).assign(label=0))
+    job = start_training(companydata, model_dir, "--wait-timeout", "5")
+    output, _ = job.communicate(timeout=60)
+    assert job.returncode == 1 and "feature_store has one class only (every label is 0)" in output
+
+
+def test_missing_column_is_unusable(companydata, model_dir) -> None:
+    companydata.query(
+        "CREATE TABLE feature_store AS SELECT 1 AS idx, 1 AS attr_a, 'a' AS attr_b, 0.5 AS scd_a, 1 AS label"
+    )
+    job = start_training(companydata, model_dir, "--wait-timeout", "5")
+    output, _ = job.communicate(timeout=60)
+    assert job.returncode == 1 and 'cannot read feature_store: column "scd_b" does not exist' in output
+    with pytest.raises(UnusableData, match=r"feature_store lacks column\(s\) scd_b"):
+        check_training_data(pd.DataFrame({"idx": [1], "attr_a": [1], "attr_b": ["a"], "scd_a": [0.5], "label": [1]}))
+
+
+def test_labels_independent_of_the_features_are_reported_as_no_skill(feature_frame, caplog) -> None:
+    """As on the real challenge data: a flattering number would be a lie."""
+    shuffled = feature_frame.assign(label=feature_frame["label"].sample(frac=1, random_state=1).to_numpy())
+    model, holdout = train(shuffled, test_size=0.3, seed=1)
+    evaluation = model.evaluation_
+    assert evaluation["has_skill"] is False
+    assert evaluation["verdict"].startswith("NO SKILL: holdout ROC AUC 0.")
+    assert abs(evaluation["metrics"]["roc_auc"] - 0.5) < 0.06
+    assert len(holdout) == evaluation["holdout_rows"]
