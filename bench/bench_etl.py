@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -68,50 +66,48 @@ def baseline_table(cluster: localdb.LocalCluster, ddl: str, table: str, bare: bo
 
 
 def run(raw: Path, rounds: int) -> list[tuple[str, int, float, float, float]]:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-etl-"))
-    workdir.chmod(0o755)
-    cluster = localdb.create(workdir / "pgdata", env={})
+    with localdb.temporary_cluster(fast=False) as cluster:
+        return _run(cluster, raw, rounds)
+
+
+def _run(cluster: localdb.LocalCluster, raw: Path, rounds: int) -> list[tuple[str, int, float, float, float]]:
     settings = cluster.settings("admin")
     rows: dict[str, int] = {}
     ours: dict[str, list[float]] = {}
     same: dict[str, list[float]] = {}
     bare: dict[str, list[float]] = {}
     months = available_months(raw)
-    try:
-        for _ in range(rounds):
-            for table in CUSTOMER_TABLES:
-                path = raw / f"{table}.csv"
-                for kind, target in (("same", same), ("bare", bare)):
-                    name = f"baseline_{table}"
-                    columns = baseline_table(cluster, f"tables/{table}.sql", name, bare=kind == "bare")
-                    target.setdefault(table, []).append(psql_copy(cluster, name, path, columns))
-            with etl_transaction(settings) as cur:
-                for step in load_customers(cur, raw):
-                    table = step.step.removeprefix("load ")
-                    rows[table] = step.rows
-                    ours.setdefault(table, []).append(step.seconds)
-            # Sales: all months, each month one \copy, against our per-month load.
+    for _ in range(rounds):
+        for table in CUSTOMER_TABLES:
+            path = raw / f"{table}.csv"
             for kind, target in (("same", same), ("bare", bare)):
-                total = 0.0
-                for month in months:
-                    columns = baseline_table(
-                        cluster, "tables/sales_staging.sql", "baseline_sales", kind == "bare", month=month
-                    )
-                    total += psql_copy(cluster, "baseline_sales", sales_file(raw, month), columns)
-                target.setdefault("sales (all months)", []).append(total)
-            with etl_transaction(settings) as cur:
-                cur.execute(read_sql("sales_tables.sql"))
-                cur.execute("TRUNCATE sales, monthly_sales")
-                steps = load_sales(cur, raw, months)
-            rows["sales (all months)"] = sum(s.rows for s in steps)
-            ours.setdefault("sales (all months)", []).append(sum(s.seconds for s in steps))
-            with etl_transaction(settings) as cur:
-                feature_step = build_features(cur)
-            ours.setdefault("build-features", []).append(feature_step.seconds)
-            rows["build-features"] = feature_step.rows
-    finally:
-        cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+                name = f"baseline_{table}"
+                columns = baseline_table(cluster, f"tables/{table}.sql", name, bare=kind == "bare")
+                target.setdefault(table, []).append(psql_copy(cluster, name, path, columns))
+        with etl_transaction(settings) as cur:
+            for step in load_customers(cur, raw):
+                table = step.step.removeprefix("load ")
+                rows[table] = step.rows
+                ours.setdefault(table, []).append(step.seconds)
+        # Sales: all months, each month one \copy, against our per-month load.
+        for kind, target in (("same", same), ("bare", bare)):
+            total = 0.0
+            for month in months:
+                columns = baseline_table(
+                    cluster, "tables/sales_staging.sql", "baseline_sales", kind == "bare", month=month
+                )
+                total += psql_copy(cluster, "baseline_sales", sales_file(raw, month), columns)
+            target.setdefault("sales (all months)", []).append(total)
+        with etl_transaction(settings) as cur:
+            cur.execute(read_sql("sales_tables.sql"))
+            cur.execute("TRUNCATE sales, monthly_sales")
+            steps = load_sales(cur, raw, months)
+        rows["sales (all months)"] = sum(s.rows for s in steps)
+        ours.setdefault("sales (all months)", []).append(sum(s.seconds for s in steps))
+        with etl_transaction(settings) as cur:
+            feature_step = build_features(cur)
+        ours.setdefault("build-features", []).append(feature_step.seconds)
+        rows["build-features"] = feature_step.rows
     report = []
     for step, n in rows.items():
         t_ours = statistics.median(ours[step])

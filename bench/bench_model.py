@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,10 +45,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     raw = dataset(args.data_dir, args.customers)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-model-"))
-    workdir.chmod(0o755)
-    cluster = localdb.create(workdir / "pgdata", env={}, fast=True)
-    try:
+    with localdb.temporary_cluster(fast=True) as cluster:
         with etl_transaction(cluster.settings("admin")) as cur:
             load_customers(cur, raw)
             build_features(cur)
@@ -58,9 +53,6 @@ def main() -> int:
         started = time.perf_counter()
         frame = read_training_data(settings)
         read_seconds = time.perf_counter() - started
-    finally:
-        cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
     started = time.perf_counter()
     model, holdout = train(frame, test_size=0.2, seed=42)

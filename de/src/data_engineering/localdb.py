@@ -18,7 +18,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,6 +209,19 @@ def create(
         cluster.stop()
         raise
     return cluster
+
+
+@contextmanager
+def temporary_cluster(fast: bool = True, env: Mapping[str, str] | None = None) -> Iterator[LocalCluster]:
+    """A bootstrapped cluster in a fresh temporary directory, removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="companydata-"))
+    root.chmod(0o755)  # the postgres system user must reach the data directory inside
+    cluster = create(root / "pgdata", env={} if env is None else env, fast=fast)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,6 @@ bootstrapped state: tables the test created are dropped, bootstrap tables emptie
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,16 +87,10 @@ class TestDatabase:
 
 @pytest.fixture(scope="session")
 def companydata_cluster() -> Iterator[TestDatabase]:
-    root = Path(tempfile.mkdtemp(prefix="companydata-test-"))
-    root.chmod(0o755)  # the postgres system user must reach the data directory inside
-    cluster = localdb.create(root / "pgdata", env={}, fast=True)
-    try:
+    with localdb.temporary_cluster(fast=True) as cluster:
         db = TestDatabase(cluster, frozenset())
         db.bootstrap_tables = frozenset(db.tables())
         yield db
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -7,20 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from machine_learning_engineering.config import ConfigError, DatabaseSettings
-
-
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not low < value < high:
-        raise ConfigError(f"{name}={raw!r} must be between {low:g} and {high:g}")
-    return value
+from machine_learning_engineering.config import DatabaseSettings, number_from_env
 
 
 @dataclass(frozen=True)
@@ -36,9 +23,9 @@ class TrainSettings:
         env = os.environ if env is None else env
         return cls(
             model_dir=Path(env.get("MODEL_DIR", "") or "models"),
-            wait_timeout=_number(env, "TRAIN_WAIT_TIMEOUT", 3600.0, 0, float("inf")),
-            test_size=_number(env, "TRAIN_TEST_SIZE", 0.2, 0, 1),
-            seed=int(_number(env, "TRAIN_SEED", 42, -1, 2**32)),
+            wait_timeout=number_from_env(env, "TRAIN_WAIT_TIMEOUT", 3600.0),
+            test_size=number_from_env(env, "TRAIN_TEST_SIZE", 0.2, 0, 1),
+            seed=int(number_from_env(env, "TRAIN_SEED", 42, -1, 2**32)),
             # The data scientist reads; writing is not theirs to do.
             database=DatabaseSettings.from_env("ds", env),
         )

@@ -25,7 +25,10 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
+def number_from_env(
+    env: Mapping[str, str], name: str, default: float, low: float = 0.0, high: float = float("inf")
+) -> float:
+    """A number strictly between low and high, or the default when the variable is unset or empty."""
     raw = env.get(name, "")
     if raw == "":
         return default
@@ -33,8 +36,9 @@ def _positive_number(env: Mapping[str, str], name: str, default: float) -> float
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be greater than 0")
+    if not low < value < high:
+        bound = f"greater than {low:g}" if high == float("inf") else f"between {low:g} and {high:g}"
+        raise ConfigError(f"{name}={raw!r} must be {bound}")
     return value
 
 
@@ -65,7 +69,7 @@ class DatabaseSettings:
             user=user,
             # Development default: the password equals the login name (see .env.example).
             password=env.get(password_var, "") or user,
-            connect_timeout=_positive_number(env, "DB_CONNECT_TIMEOUT", 60.0),
+            connect_timeout=number_from_env(env, "DB_CONNECT_TIMEOUT", 60.0),
         )
 
     @property

@@ -50,6 +50,19 @@ def _log_retry(settings: DatabaseSettings):
     return before_sleep
 
 
+def connect_once(settings: DatabaseSettings, application_name: str = "companydata-stack") -> PgConnection:
+    """One attempt, five seconds at most: for callers that have their own retry policy."""
+    return psycopg2.connect(
+        host=settings.host,
+        port=settings.port,
+        dbname=settings.name,
+        user=settings.user,
+        password=settings.password,
+        connect_timeout=5,
+        application_name=application_name,
+    )
+
+
 def connect(settings: DatabaseSettings, timeout: float | None = None) -> PgConnection:
     """Open a psycopg2 connection, retrying while the server is not ready yet."""
     retrying = Retrying(
@@ -59,16 +72,7 @@ def connect(settings: DatabaseSettings, timeout: float | None = None) -> PgConne
         before_sleep=_log_retry(settings),
         reraise=True,
     )
-    conn = retrying(
-        psycopg2.connect,
-        host=settings.host,
-        port=settings.port,
-        dbname=settings.name,
-        user=settings.user,
-        password=settings.password,
-        connect_timeout=5,
-        application_name="companydata-stack",
-    )
+    conn = retrying(connect_once, settings)
     if retrying.statistics.get("attempt_number", 1) > 1:
         log.info("database %s is up", settings.where)
     return conn

@@ -30,6 +30,7 @@ import psycopg2
 from psycopg2.extras import execute_values
 
 from machine_learning_engineering.config import DatabaseSettings
+from machine_learning_engineering.db import connect_once
 
 log = logging.getLogger(__name__)
 
@@ -223,16 +224,7 @@ class PredictionLogger:
 
     def _write(self, batch: list[PredictionRecord]) -> None:
         if self._conn is None or self._conn.closed:
-            s = self.settings
-            self._conn = psycopg2.connect(
-                host=s.host,
-                port=s.port,
-                dbname=s.name,
-                user=s.user,
-                password=s.password,
-                connect_timeout=3,
-                application_name="prediction-log",
-            )
+            self._conn = connect_once(self.settings, application_name="prediction-log")
         try:
             with self._conn, self._conn.cursor() as cur:
                 execute_values(cur, INSERT, [r.as_row() for r in batch], page_size=len(batch))
