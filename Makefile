@@ -3,12 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGES := mle de ds
+PACKAGES := mle de ds deployment
 COMPOSE ?= docker compose
 BENCH_DIR ?= bench/data
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format etl train bench bench-etl bench-model up down logs clean
+.PHONY: help install test lint format etl train example bench bench-etl bench-model bench-serve up down logs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ $(PY):
 
 install: $(PY) ## create .venv and install every package (editable) and the test tools
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(foreach p,$(PACKAGES),-e ./$(p)) pytest pytest-timeout ruff
+	$(PY) -m pip install --quiet $(foreach p,$(PACKAGES),-e ./$(p)) pytest pytest-timeout ruff playwright schemathesis
 
 test: ## run the whole test suite against a real PostgreSQL that the tests start themselves
 	$(PY) -m pytest --import-mode=importlib --timeout=600 -q $(foreach p,$(PACKAGES),$(p)/tests)
@@ -37,6 +37,9 @@ etl: ## run the whole ETL inside the running compose stack
 train: ## train a new model version inside the running compose stack
 	$(COMPOSE) run --rm model-training python -m data_science.train
 
+example: ## send the challenge's example request to the running API
+	$(PYTHON) deployment/example_request.py
+
 up: ## build and start the stack in the background
 	$(COMPOSE) up --build -d
 
@@ -50,10 +53,13 @@ clean: ## stop the stack and delete its volumes, the venv and local data
 	-$(COMPOSE) down --volumes --remove-orphans
 	rm -rf $(VENV) data .pgdata $(BENCH_DIR) bench/results
 
-bench: bench-etl bench-model ## every benchmark
+bench: bench-etl bench-model bench-serve ## every benchmark
 
 bench-etl: ## ETL loads against psql \copy on a 1,500,000-client dataset
 	$(PY) bench/bench_etl.py --data-dir $(BENCH_DIR)
 
 bench-model: ## training time, AUC against the best achievable, prediction latency (1,500,000 clients)
 	$(PY) bench/bench_model.py --data-dir $(BENCH_DIR)
+
+bench-serve: ## /predict and /predict/batch against a bare endpoint under the same gunicorn (wrk)
+	$(PY) bench/bench_serve.py --data-dir $(BENCH_DIR)

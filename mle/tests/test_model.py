@@ -107,3 +107,11 @@ def test_default_logger_writes_as_mle_user_from_the_environment(companydata, mon
     assert default.settings.user == "mle_user" and default.flush()
     default.close()
     assert companydata.query("SELECT model_version FROM predictions") == [("unversioned",)]
+
+
+def test_with_probability_returns_what_was_logged(companydata, model, logger) -> None:
+    assert model.predict_with_logging(3, pd.DataFrame([ROW]), with_probability=True) == (1, 1.0)
+    labels, probabilities = model.predict_with_logging([4, 5], pd.DataFrame([ROW, ROW]), with_probability=True)
+    assert labels.tolist() == [1, 1] and probabilities.tolist() == [1.0, 1.0]
+    assert logger.flush()
+    assert companydata.query("SELECT count(*), sum(probability) FROM predictions") == [(3, 3.0)]

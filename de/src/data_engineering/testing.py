@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from data_engineering import localdb
+from data_engineering.generate import GeneratorConfig, generate
 from machine_learning_engineering.config import DatabaseSettings
 from machine_learning_engineering.db import connect
 
@@ -100,3 +102,15 @@ def companydata(companydata_cluster: TestDatabase) -> TestDatabase:
         companydata_cluster.cluster.start(fast=True)
     companydata_cluster.reset()
     return companydata_cluster
+
+
+@pytest.fixture(scope="session")
+def feature_frame(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """feature_store-shaped rows (6,000 clients) from the generator, without a database."""
+    raw = tmp_path_factory.mktemp("features") / "raw"
+    generate(raw, GeneratorConfig(customers=6_000, months=1, seed=3))
+    profiles = pd.read_csv(raw / "customer_profiles.csv")
+    activity = pd.read_csv(raw / "customer_activity.csv")
+    current = activity[activity["valid_to"].isna()][["idx", "scd_a", "scd_b"]]
+    frame = profiles.merge(current, on="idx").merge(pd.read_csv(raw / "labels.csv"), on="idx")
+    return frame[["idx", "attr_a", "attr_b", "scd_a", "scd_b", "label"]]

@@ -132,6 +132,14 @@ class PredictionLogger:
                 cls._default = cls(DatabaseSettings.from_env("mle"))
             return cls._default
 
+    @classmethod
+    def close_default(cls, timeout: float = 10.0) -> None:
+        """Flush and stop the process-wide logger, if one was started (worker shutdown)."""
+        with cls._default_lock:
+            logger = cls._default
+        if logger is not None:
+            logger.close(timeout)
+
     def log(self, records: Sequence[PredictionRecord]) -> None:
         """Queue records for writing. Never blocks on the database, never raises for it."""
         with self._cond:

@@ -1,0 +1,124 @@
+"""The OpenAPI 3.1 document, built from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from deployment.schemas import EXAMPLE_REQUEST, BatchResponse, ErrorResponse, PredictRequest, PredictResponse
+
+REF = "#/components/schemas/{model}"
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json({"$ref": REF.format(model="ErrorResponse")}, description)
+
+
+def document(categories: list[str] | None, max_batch: int, token_required: bool) -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(m, "validation") for m in (PredictRequest, PredictResponse, BatchResponse, ErrorResponse)], ref_template=REF
+    )
+    schemas = defs["$defs"]
+    if categories:  # the served model's categories: anything else is answered 422
+        schemas["Features"]["properties"]["attr_b"]["enum"] = categories
+    request = {"$ref": REF.format(model="PredictRequest")}
+    schemas["PredictRequest"]["examples"] = [EXAMPLE_REQUEST]
+    refused = {
+        "400": _error("Body is not valid JSON."),
+        "413": _error("Body too large."),
+        "415": _error("Content-Type is not application/json."),
+        "422": _error("Valid JSON that breaks the contract; `details` names each field and problem."),
+        "503": _error("No model loaded yet."),
+    }
+    if token_required:
+        refused["401"] = _error("Missing or wrong bearer token.")
+    security = [{"bearer": []}] if token_required else []
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "companydata prediction API", "version": "1.0.0"},
+        "paths": {
+            "/predict": {
+                "post": {
+                    "summary": "Predict one client's label (logged in `predictions`).",
+                    "security": security,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+                    "responses": {
+                        "200": _json({"$ref": REF.format(model="PredictResponse")}, "The prediction."),
+                        **refused,
+                    },
+                }
+            },
+            "/predict/batch": {
+                "post": {
+                    "summary": f"Predict up to {max_batch} clients in one vectorised call (each logged).",
+                    "security": security,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "array", "items": request, "minItems": 1, "maxItems": max_batch}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(
+                            {"$ref": REF.format(model="BatchResponse")}, "One prediction per record, in order."
+                        ),
+                        **refused,
+                    },
+                }
+            },
+            "/health": {
+                "get": {
+                    "summary": "The process is alive.",
+                    "responses": {
+                        "200": _json({"type": "object", "properties": {"status": {"const": "ok"}}}, "Alive.")
+                    },
+                }
+            },
+            "/ready": {
+                "get": {
+                    "summary": "A model is loaded and predictions can be served.",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {"status": {"const": "ready"}, "model_version": {"type": "string"}},
+                            },
+                            "Ready.",
+                        ),
+                        "503": _error("No model loaded yet."),
+                    },
+                }
+            },
+            "/model": {
+                "get": {
+                    "summary": "Metadata of the model version being served.",
+                    "responses": {
+                        "200": _json({"type": "object"}, "The version's metadata.json."),
+                        "503": _error("No model."),
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "A page with a form to ask for a prediction.",
+                    "responses": {
+                        "200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document.", "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")}}
+            },
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

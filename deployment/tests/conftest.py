@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from flask import Flask
+
+from data_engineering.localdb import free_port
+from data_science.model import CustomerModel
+from deployment.app import create_app
+from deployment.config import ServeSettings
+from deployment.model_holder import ModelHolder
+from machine_learning_engineering.prediction_log import PredictionLogger
+
+
+@pytest.fixture(scope="session")
+def trained(feature_frame: pd.DataFrame) -> CustomerModel:
+    return CustomerModel(max_iter=60).fit(feature_frame)
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path, trained: CustomerModel) -> Path:
+    trained.save(tmp_path / "models")
+    return tmp_path / "models"
+
+
+@pytest.fixture
+def logger(companydata) -> Iterator[PredictionLogger]:
+    logger = PredictionLogger(companydata.settings("mle"))
+    yield logger
+    logger.close()
+
+
+@pytest.fixture
+def make_app(model_dir: Path, logger: PredictionLogger) -> Callable[..., Flask]:
+    def make(**overrides) -> Flask:
+        settings = ServeSettings(
+            **{
+                "model_dir": model_dir,
+                "api_token": None,
+                "max_batch": 1000,
+                "max_body_bytes": 1 << 20,
+                "model_poll_seconds": 60.0,
+                **overrides,
+            }
+        )
+        holder = ModelHolder(settings.model_dir, settings.model_poll_seconds, logger)
+        holder.refresh()
+        return create_app(settings, holder)
+
+    return make
+
+
+@pytest.fixture
+def client(make_app):
+    return make_app().test_client()
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+
+@pytest.fixture
+def server(companydata, model_dir: Path) -> Iterator[Server]:
+    """The API under the real gunicorn configuration, on a free local port."""
+    port = free_port()
+    env = companydata.env(
+        MODEL_DIR=str(model_dir), GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2", MODEL_POLL_SECONDS="0.2"
+    )
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    process = subprocess.Popen(
+        [gunicorn, "-c", "python:deployment.gunicorn_conf", "deployment.app:create_app()"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = Server(f"http://127.0.0.1:{port}", process)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if server.get("/ready")[0] == 200:
+                break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"gunicorn did not become ready: {process.stderr.read()}")
+        time.sleep(0.2)
+    try:
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,157 @@
+"""Every endpoint and every bad-input case, through the Flask app with a real model and database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deployment.schemas import EXAMPLE_REQUEST as CHALLENGE_REQUEST
+
+FEATURES = CHALLENGE_REQUEST["features"]
+
+
+def test_health_ready_model_and_openapi(client, trained) -> None:
+    assert client.get("/health").json == {"status": "ok"}
+    assert client.get("/ready").json == {"status": "ready", "model_version": trained.version_}
+    metadata = client.get("/model").json
+    assert metadata["version"] == trained.version_ and metadata["threshold"]["value"] == trained.threshold_
+    spec = client.get("/openapi.json").json
+    assert spec["openapi"] == "3.1.0" and {"/predict", "/predict/batch", "/health", "/ready", "/model"} <= set(
+        spec["paths"]
+    )
+    assert spec["components"]["schemas"]["Features"]["properties"]["attr_b"]["enum"] == ["a", "b", "c", "d"]
+
+
+def test_challenge_request_is_answered_and_logged_once(client, companydata, logger, trained) -> None:
+    response = client.post("/predict", json=CHALLENGE_REQUEST)
+    assert response.status_code == 200
+    answer = response.json
+    assert answer["label"] in (0, 1) and 0 <= answer["probability"] <= 1
+    assert answer["label"] == int(answer["probability"] >= answer["threshold"])
+    assert answer["model_version"] == trained.version_ and answer["idx"] == 150000
+    assert logger.flush()
+    assert companydata.query("SELECT client_idx, label, model_version, features FROM predictions") == [
+        (150000, answer["label"], trained.version_, FEATURES)
+    ]
+
+
+def test_batch_is_one_call_with_one_logged_row_per_record(client, companydata, logger) -> None:
+    records = [
+        {"idx": i, "features": {**FEATURES, "attr_a": i % 5 + 1, "scd_a": None, "scd_b": None}} for i in range(50)
+    ]
+    response = client.post("/predict/batch", json=records)
+    assert response.status_code == 200
+    predictions = response.json["predictions"]
+    assert [p["idx"] for p in predictions] == list(range(50))
+    single = client.post("/predict", json=records[7]).json
+    assert predictions[7]["probability"] == pytest.approx(single["probability"])
+    assert logger.flush()
+    assert companydata.query("SELECT count(*) FROM predictions") == [(51,)]
+
+
+def bad(field: str, value) -> dict:
+    body = json.loads(json.dumps(CHALLENGE_REQUEST))
+    target = body if field == "idx" else body["features"]
+    key = field.split(".")[-1]
+    if value is KeyError:
+        del target[key]
+    else:
+        target[key] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "problem"),
+    [
+        (bad("idx", KeyError), "idx", "Field required"),
+        (bad("features.scd_b", KeyError), "features.scd_b", "Field required"),
+        ({**CHALLENGE_REQUEST, "extra": 1}, "extra", "Extra inputs are not permitted"),
+        (bad("features.colour", "red"), "features.colour", "Extra inputs are not permitted"),
+        (bad("features.attr_a", "1"), "features.attr_a", "valid integer"),
+        (bad("features.attr_a", True), "features.attr_a", "valid integer"),
+        (bad("features.scd_a", True), "features.scd_a", "valid number"),
+        (bad("features.attr_a", 1.5), "features.attr_a", "valid integer"),
+        (bad("features.scd_b", 2.5), "features.scd_b", "valid integer"),
+        (bad("features.attr_b", 3), "features.attr_b", "valid string"),
+        (bad("features.attr_b", "z"), "features.attr_b", "unknown category 'z'; known: a, b, c, d"),
+        (bad("idx", -1), "idx", "greater than or equal to 0"),
+        (bad("idx", 1.5), "idx", "valid integer"),
+        (bad("idx", "150000"), "idx", "valid integer"),
+        ([CHALLENGE_REQUEST], "body", "Input should be an object"),
+    ],
+)
+def test_contract_violations_are_422_naming_field_and_problem(client, body, field, problem) -> None:
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422, response.json
+    assert response.json["error"] == "invalid request"
+    assert any(d["field"] == field and problem in d["problem"] for d in response.json["details"]), response.json
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_refused(client, token) -> None:
+    raw = json.dumps(CHALLENGE_REQUEST).replace("0.55", token)
+    response = client.post("/predict", data=raw, content_type="application/json")
+    assert response.status_code in (400, 422)
+    assert any(d["field"] in ("features.scd_a", "body") for d in response.json["details"])
+
+
+def test_not_json_wrong_content_type_and_oversize_body(make_app) -> None:
+    client = make_app(max_body_bytes=2048).test_client()
+    not_json = client.post("/predict", data="{idx: 1", content_type="application/json")
+    assert not_json.status_code == 400 and not_json.json["error"] == "body is not valid JSON"
+    form = client.post("/predict", data={"idx": "1"})
+    assert form.status_code == 415 and "Content-Type must be application/json" in form.json["error"]
+    huge = client.post("/predict", data="[" + "1," * 5000 + "1]", content_type="application/json")
+    assert huge.status_code == 413 and huge.json["error"] == "request entity too large"
+
+
+def test_batch_bounds(make_app) -> None:
+    client = make_app(max_batch=5).test_client()
+    assert client.post("/predict/batch", json=[]).json["details"] == [
+        {"field": "body", "problem": "send 1 to 5 records, not 0"}
+    ]
+    too_many = client.post("/predict/batch", json=[CHALLENGE_REQUEST] * 6)
+    assert too_many.status_code == 422 and "not 6" in too_many.json["details"][0]["problem"]
+    one_bad = [CHALLENGE_REQUEST, bad("features.attr_b", "q")]
+    response = client.post("/predict/batch", json=one_bad)
+    assert response.status_code == 422 and response.json["details"][0]["field"] == "[1].features.attr_b"
+    typed = client.post("/predict/batch", json=[CHALLENGE_REQUEST, bad("idx", -4)])
+    assert typed.json["details"] == [{"field": "[1].idx", "problem": "Input should be greater than or equal to 0"}]
+
+
+def test_no_model_yet_is_503_with_a_clear_message(make_app, tmp_path) -> None:
+    client = make_app(model_dir=tmp_path / "empty").test_client()
+    assert client.get("/health").status_code == 200
+    for response in (client.get("/ready"), client.get("/model"), client.post("/predict", json=CHALLENGE_REQUEST)):
+        assert response.status_code == 503
+        assert response.json["error"] == "no model loaded yet"
+        assert "has the training job run?" in response.json["details"][0]["problem"]
+
+
+def test_token_protects_prediction_endpoints_only(make_app) -> None:
+    client = make_app(api_token="s3cret").test_client()
+    missing = client.post("/predict", json=CHALLENGE_REQUEST)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
+    wrong = client.post("/predict/batch", json=[CHALLENGE_REQUEST], headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    right = client.post("/predict", json=CHALLENGE_REQUEST, headers={"Authorization": "Bearer s3cret"})
+    assert right.status_code == 200
+    assert client.get("/ready").status_code == 200
+    assert client.get("/openapi.json").json["paths"]["/predict"]["post"]["security"] == [{"bearer": []}]
+
+
+def test_unknown_paths_and_methods_are_json(client) -> None:
+    assert client.get("/nope").json["error"] == "not found"
+    assert client.get("/predict").status_code == 405 and client.get("/predict").json["error"] == "method not allowed"
+
+
+def test_page_is_self_contained(client, trained) -> None:
+    html = client.get("/").get_data(as_text=True)
+    assert '<form id="form">' in html and trained.version_ in html
+    assert "http://" not in html and "https://" not in html  # no external assets
+
+
+def test_integral_numbers_written_with_a_decimal_point_are_integers(client) -> None:
+    body = {"idx": 7.0, "features": {**FEATURES, "attr_a": 2.0, "scd_b": 3.0}}
+    assert client.post("/predict", json=body).status_code == 200

@@ -1,0 +1,59 @@
+"""Fuzz the API from its own OpenAPI document: zero server errors, every answer as documented.
+
+Hypothesis draws requests from schemathesis' strategies for each operation (valid ones and,
+for the prediction endpoints, invalid ones too) and checks every response against the document.
+"""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.generation import GenerationMode
+
+from deployment.app import create_app
+from deployment.config import ServeSettings
+from deployment.model_holder import ModelHolder
+
+OPERATIONS = ["POST /predict", "POST /predict/batch", "GET /health", "GET /ready", "GET /model", "GET /openapi.json"]
+
+
+@pytest.fixture
+def api(model_dir, logger):
+    config = ServeSettings(
+        model_dir=model_dir, api_token=None, max_batch=20, max_body_bytes=1 << 16, model_poll_seconds=60
+    )
+    holder = ModelHolder(model_dir, 60, logger)
+    holder.refresh()
+    return schemathesis.openapi.from_wsgi("/openapi.json", create_app(config, holder))
+
+
+def test_the_document_covers_every_route(api) -> None:
+    routes = {
+        f"{method} {rule.rule}"
+        for rule in api.app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    documented = {f"{method.upper()} {path}" for path, item in api.raw_schema["paths"].items() for method in item}
+    assert routes == documented == {*OPERATIONS, "GET /"}
+
+
+# Valid and invalid requests for the endpoints that take input; valid ones for the rest.
+CASES = [(label, GenerationMode.POSITIVE) for label in OPERATIONS] + [
+    (label, GenerationMode.NEGATIVE) for label in OPERATIONS if label.startswith("POST")
+]
+
+
+@pytest.mark.parametrize(("label", "mode"), CASES, ids=[f"{label}-{mode.value}" for label, mode in CASES])
+def test_operation_matches_its_document(api, label, mode) -> None:
+    operation = api.find_operation_by_label(label)
+
+    @given(data=st.data())
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def fuzz(data: st.DataObject) -> None:
+        case = data.draw(operation.as_strategy(generation_mode=mode))
+        case.call_and_validate()
+
+    fuzz()
