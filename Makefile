@@ -20,8 +20,15 @@ install: $(PY) ## create .venv and install every package (editable) and the test
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(foreach p,$(PACKAGES),-e ./$(p)) pytest pytest-timeout ruff playwright schemathesis
 
-test: ## run the whole test suite against a real PostgreSQL that the tests start themselves
-	$(PY) -m pytest --import-mode=importlib --timeout=600 -q $(foreach p,$(PACKAGES),$(p)/tests)
+test: ## run every package's tests against a real PostgreSQL that the tests start themselves
+	@rm -rf build/test-results && mkdir -p build/test-results; status=0; \
+	for p in $(PACKAGES); do \
+	  echo "== $$p"; \
+	  (cd $$p && $(CURDIR)/$(PY) -m pytest --import-mode=importlib --timeout=600 -q \
+	    --junitxml=$(CURDIR)/build/test-results/$$p.xml tests) || status=1; \
+	done; \
+	$(PY) .ci/test_summary.py build/test-results; \
+	exit $$status
 
 lint: ## ruff: lint and check formatting
 	$(VENV)/bin/ruff check .
