@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +14,7 @@ from data_science.model import CustomerModel
 from deployment.app import create_app
 from deployment.config import ServeSettings
 from deployment.model_holder import ModelHolder
+from deployment.process import gunicorn
 from machine_learning_engineering.prediction_log import PredictionLogger
 
 
@@ -66,7 +64,6 @@ def client(make_app):
 @dataclass
 class Server:
     url: str
-    process: subprocess.Popen[str]
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
@@ -79,35 +76,6 @@ class Server:
 @pytest.fixture
 def server(companydata, model_dir: Path) -> Iterator[Server]:
     """The API under the real gunicorn configuration, on a free local port."""
-    port = free_port()
-    env = companydata.env(
-        MODEL_DIR=str(model_dir), GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2", MODEL_POLL_SECONDS="0.2"
-    )
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    process = subprocess.Popen(
-        [gunicorn, "-c", "python:deployment.gunicorn_conf", "deployment.app:create_app()"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    server = Server(f"http://127.0.0.1:{port}", process)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if server.get("/ready")[0] == 200:
-                break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"gunicorn did not become ready: {process.stderr.read()}")
-        time.sleep(0.2)
-    try:
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    env = companydata.env(MODEL_DIR=str(model_dir), GUNICORN_WORKERS="2", MODEL_POLL_SECONDS="0.2")
+    with gunicorn(env, free_port()) as url:
+        yield Server(url)

@@ -65,3 +65,19 @@ def test_a_retried_record_is_stored_once(companydata) -> None:
     assert logger.flush()
     assert count(companydata) == 5
     logger.close()
+
+
+def test_rows_hold_valid_uuids_and_json_features_with_null_for_nan(companydata) -> None:
+    logger = PredictionLogger(companydata.settings("mle"))
+    frame = pd.DataFrame({"attr_a": [1, 2], "attr_b": ["a", 'quote " tab\t'], "scd_a": [0.123456789012345, np.nan]})
+    logger.log(PredictionRecord.batch([7, 8], np.array([1, 0]), None, "v2", frame))
+    assert logger.flush()
+    rows = companydata.query(
+        "SELECT client_idx, label, probability, features, substr(prediction_id::text, 15, 1)"
+        " FROM predictions ORDER BY client_idx"
+    )
+    assert rows == [
+        (7, 1, None, {"attr_a": 1, "attr_b": "a", "scd_a": 0.123456789012345}, "4"),
+        (8, 0, None, {"attr_a": 2, "attr_b": 'quote " tab\t', "scd_a": None}, "4"),
+    ]
+    logger.close()

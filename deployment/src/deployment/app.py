@@ -19,10 +19,11 @@ from werkzeug.exceptions import HTTPException
 from deployment.config import ServeSettings
 from deployment.model_holder import ModelHolder
 from deployment.openapi import document
-from deployment.schemas import BatchResponse, Prediction, PredictRequest, PredictResponse
+from deployment.schemas import Features, PredictRequest, PredictResponse
 from machine_learning_engineering.prediction_log import PredictionLogger
 
 log = logging.getLogger(__name__)
+FEATURE_NAMES = list(Features.model_fields)
 
 
 class ApiError(Exception):
@@ -83,7 +84,7 @@ def create_app(settings: ServeSettings | None = None, holder: ModelHolder | None
             raise ApiError(422, "invalid request", details)
 
     def frame(records: list[PredictRequest]) -> pd.DataFrame:
-        return pd.DataFrame([r.features.model_dump() for r in records])
+        return pd.DataFrame({name: [getattr(r.features, name) for r in records] for name in FEATURE_NAMES})
 
     def token_required(view):
         @wraps(view)
@@ -177,11 +178,11 @@ def create_app(settings: ServeSettings | None = None, holder: ModelHolder | None
         check_categories(model, records, prefix="[{i}].")
         idx = [r.idx for r in records]
         labels, probabilities = model.predict_with_logging(idx, frame(records), with_probability=True)
+        # Plain dicts in BatchResponse's shape: a thousand pydantic objects would cost more than the model.
         predictions = [
-            Prediction(idx=i, label=int(label), probability=float(p))
-            for i, label, p in zip(idx, labels, probabilities, strict=True)
+            {"idx": i, "label": label, "probability": p}
+            for i, label, p in zip(idx, labels.tolist(), probabilities.tolist(), strict=True)
         ]
-        answer = BatchResponse(predictions=predictions, model_version=model.version_, threshold=model.threshold_)
-        return jsonify(answer.model_dump())
+        return jsonify(predictions=predictions, model_version=model.version_, threshold=model.threshold_)
 
     return app

@@ -7,6 +7,7 @@ worker: with several workers, OpenMP's default of one thread per core oversubscr
 and a one-row prediction pays for spinning up a pool.
 """
 
+import gc
 import logging
 import os
 
@@ -25,6 +26,16 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 raw_env = ["OMP_NUM_THREADS=1"]
+
+
+def post_worker_init(worker):
+    """Move the loaded app and model out of the garbage collector's sight.
+
+    They live as long as the worker; scanning them again on every collection made a
+    1,000-row batch a third slower (README, serving benchmark).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def worker_exit(server, worker):

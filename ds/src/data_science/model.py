@@ -3,8 +3,8 @@
 Preprocessing and estimator live in a single Pipeline that is fitted, saved and served as one
 object, so training and serving cannot drift apart. The estimator is a histogram gradient
 boosting classifier: it won the model-family comparison (`data_science.selection`, README),
-handles missing scd_a / scd_b natively, and treats attr_b as a category; a category never seen
-in training is encoded as missing rather than crashing.
+handles missing scd_a / scd_b natively and splits attr_b's category codes; a category never
+seen in training is encoded as missing rather than crashing.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import joblib
 import numpy as np
 import pandas as pd
 import sklearn
-from sklearn.compose import ColumnTransformer
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
 
 from data_science import registry
 from data_science.evaluate import choose_threshold
@@ -34,15 +33,40 @@ CATEGORICAL = [name for name, kind in FEATURES.items() if kind == "category"]
 NUMERIC = [name for name, kind in FEATURES.items() if kind != "category"]
 
 
+class CategoryCodes(TransformerMixin, BaseEstimator):
+    """The features as one float matrix, each category replaced by its index among those seen in fit.
+
+    Trees split ordinal codes of a handful of categories as well as native categories (the
+    model benchmark shows no loss), and a plain float matrix keeps scikit-learn's per-call
+    overhead small: a one-row prediction costs a quarter of the ColumnTransformer + native
+    categorical route. A category never seen in training becomes NaN and is routed like a
+    missing value.
+    """
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> Self:
+        self.categories_ = {name: sorted(str(v) for v in pd.unique(X[name].dropna())) for name in CATEGORICAL}
+        self.feature_names_in_ = np.array(list(FEATURES), dtype=object)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        out = np.empty((len(X), len(FEATURES)), dtype="float64")
+        for j, name in enumerate(FEATURES):
+            values = X[name].to_numpy()
+            if name in self.categories_:
+                codes = pd.Index(self.categories_[name]).get_indexer(values)
+                out[:, j] = np.where(codes < 0, np.nan, codes)
+            else:
+                out[:, j] = values
+        return out
+
+
 def build_pipeline(random_state: int, **params: Any) -> Pipeline:
-    encode = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
-    prep = ColumnTransformer([("category", encode, CATEGORICAL), ("number", "passthrough", NUMERIC)])
     # Early stopping always (scikit-learn enables it by default only above 10,000 rows): on a
     # small feature_store, 300 unchecked rounds overfit until the log loss loses to the prior.
     boost = HistGradientBoostingClassifier(
-        categorical_features=list(range(len(CATEGORICAL))), early_stopping=True, random_state=random_state, **params
+        categorical_features=None, early_stopping=True, random_state=random_state, **params
     )
-    return Pipeline([("prep", prep), ("model", boost)])
+    return Pipeline([("prep", CategoryCodes()), ("model", boost)])
 
 
 class CustomerModel(MLEModel):
@@ -81,10 +105,7 @@ class CustomerModel(MLEModel):
         ).fit(x_fit, y_fit)
         self.threshold_ = choose_threshold(y_cut.to_numpy(), self.pipeline_.predict_proba(x_cut)[:, 1])
         self.feature_names_in_ = list(FEATURES)
-        encoder = self.pipeline_.named_steps["prep"].named_transformers_["category"]
-        self.categories_ = {
-            name: [str(c) for c in cats] for name, cats in zip(CATEGORICAL, encoder.categories_, strict=True)
-        }
+        self.categories_ = self.pipeline_.named_steps["prep"].categories_
         self.training_ = {
             "rows": len(features),
             "fit_rows": len(x_fit),
