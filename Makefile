@@ -3,12 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGES := mle de ds deployment
+PACKAGES := mle de ds deployment eda
 COMPOSE ?= docker compose
 BENCH_DIR ?= bench/data
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format etl train example bench bench-etl bench-model bench-serve up down logs clean
+.PHONY: help install test lint format etl train example eda bench bench-etl bench-model bench-serve up down logs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,11 @@ etl: ## run the whole ETL inside the running compose stack
 
 train: ## train a new model version inside the running compose stack
 	$(COMPOSE) run --rm model-training python -m data_science.train
+
+eda: ## re-render the EDA from the running stack's database: served on :8081 and copied to eda/eda.pdf
+	$(COMPOSE) exec eda python -m eda render
+	$(COMPOSE) cp eda:/srv/eda/eda.pdf eda/eda.pdf
+	@echo "eda/eda.pdf updated; also served at http://localhost:$${EDA_HOST_PORT:-8081}/"
 
 example: ## send the challenge's example request to the running API
 	$(PYTHON) deployment/example_request.py

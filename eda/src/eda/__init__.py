@@ -1,0 +1,1 @@
+"""The exploration notebook of companydata, executed and rendered to a PDF people can read."""
