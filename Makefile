@@ -6,9 +6,14 @@ PY := $(VENV)/bin/python
 PACKAGES := mle de ds deployment eda
 COMPOSE ?= docker compose
 BENCH_DIR ?= bench/data
+# make demo: a project-local cluster, models and API, all under .demo/ (make stop ends them).
+DEMO_DIR ?= .demo
+DEMO_DB_PORT ?= 5433
+DEMO_API_PORT ?= 5000
+DEMO_ENV = DB_HOSTNAME=127.0.0.1 DB_PORT=$(DEMO_DB_PORT) MODEL_DIR=$(DEMO_DIR)/models RAW_DATA_DIR=$(DEMO_DIR)/raw
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format etl train example eda bench bench-etl bench-model bench-serve up down logs clean
+.PHONY: help install test lint format etl train example eda demo stop compose-test bench bench-etl bench-model bench-serve up down logs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +57,38 @@ eda: ## re-render the EDA from the running stack's database: served on :8081 and
 example: ## send the challenge's example request to the running API
 	$(PYTHON) deployment/example_request.py
 
+compose-test: ## end-to-end check of the Compose stack (own project and ports; torn down with its volumes)
+	$(PYTHON) e2e/compose_test.py
+
+demo: $(PY) ## without Docker: local PostgreSQL, ETL, training, then the API on localhost:5000 (make stop)
+	@test -x $(VENV)/bin/gunicorn || $(MAKE) install
+	@if ! { [ -f $(DEMO_DIR)/api.pid ] && kill -0 $$(cat $(DEMO_DIR)/api.pid) 2>/dev/null; } \
+	    && curl -s -o /dev/null localhost:$(DEMO_API_PORT); then \
+	  echo "demo: port $(DEMO_API_PORT) is taken (the Docker stack? make down), or pick another: DEMO_API_PORT=5001 make demo"; \
+	  exit 1; \
+	fi
+	$(PY) -m data_engineering.localdb start --datadir $(DEMO_DIR)/pgdata --port $(DEMO_DB_PORT)
+	$(DEMO_ENV) $(PY) -m data_engineering etl
+	$(DEMO_ENV) $(PY) -m data_science.train
+	@if [ -f $(DEMO_DIR)/api.pid ] && kill -0 $$(cat $(DEMO_DIR)/api.pid) 2>/dev/null; then \
+	  echo "demo: the API is already running (pid $$(cat $(DEMO_DIR)/api.pid)); it picks up the new model by itself"; \
+	else \
+	  $(DEMO_ENV) GUNICORN_BIND=127.0.0.1:$(DEMO_API_PORT) $(VENV)/bin/gunicorn -c python:deployment.gunicorn_conf \
+	    --daemon --pid $(CURDIR)/$(DEMO_DIR)/api.pid --error-logfile $(CURDIR)/$(DEMO_DIR)/api.log \
+	    --access-logfile $(CURDIR)/$(DEMO_DIR)/api.log "deployment.app:create_app()"; \
+	fi
+	@for i in $$(seq 1 60); do curl -sf localhost:$(DEMO_API_PORT)/ready >/dev/null && break; sleep 1; done; \
+	kill -0 $$(cat $(DEMO_DIR)/api.pid 2>/dev/null) 2>/dev/null || { echo "demo: the API exited; see $(DEMO_DIR)/api.log"; exit 1; }; \
+	curl -sf localhost:$(DEMO_API_PORT)/ready >/dev/null || { echo "demo: the API did not become ready; see $(DEMO_DIR)/api.log"; exit 1; }
+	@echo; echo "demo: the API is up on http://localhost:$(DEMO_API_PORT)/ (log: $(DEMO_DIR)/api.log). Try:"; echo; \
+	echo "  curl -s localhost:$(DEMO_API_PORT)/predict -H 'Content-Type: application/json' \\"; \
+	echo "    -d '{\"idx\": 150000, \"features\": {\"attr_a\": 1, \"attr_b\": \"c\", \"scd_a\": 0.55, \"scd_b\": 3}}'"; \
+	echo; echo "make stop ends the API and the database (data stays in $(DEMO_DIR); make clean removes it)."
+
+stop: ## end what make demo started (API and local PostgreSQL); its data stays in .demo
+	@if [ -f $(DEMO_DIR)/api.pid ]; then kill $$(cat $(DEMO_DIR)/api.pid) 2>/dev/null && echo "demo: API stopped" || true; rm -f $(DEMO_DIR)/api.pid; fi
+	@if [ -d $(DEMO_DIR)/pgdata ]; then $(PY) -m data_engineering.localdb stop --datadir $(DEMO_DIR)/pgdata --port $(DEMO_DB_PORT); fi
+
 up: ## build and start the stack in the background
 	$(COMPOSE) up --build -d
 
@@ -62,8 +99,9 @@ logs: ## follow the stack's logs
 	$(COMPOSE) logs -f
 
 clean: ## stop the stack and delete its volumes, the venv and local data
+	-$(MAKE) --no-print-directory stop
 	-$(COMPOSE) down --volumes --remove-orphans
-	rm -rf $(VENV) data .pgdata $(BENCH_DIR) bench/results
+	rm -rf $(VENV) data .pgdata $(DEMO_DIR) models $(BENCH_DIR) bench/results build
 
 bench: bench-etl bench-model bench-serve ## every benchmark
 
