@@ -64,6 +64,10 @@ def test_a_retried_record_is_stored_once(companydata) -> None:
     logger.log(batch)  # the same prediction ids again, as after an ambiguous failure
     assert logger.flush()
     assert count(companydata) == 5
+    logger.log(batch[:2] + records(3, start=5))  # written ids beside new ones, in a later batch
+    assert logger.flush()
+    assert count(companydata) == 8
+    assert logger.stats()["failures"] == 0  # the duplicates are not an outage
     logger.close()
 
 
