@@ -29,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from bench_etl import dataset
 
@@ -83,7 +84,7 @@ def wrk(url: str, concurrency: int, seconds: float, script: Path | None = None) 
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
     return Run(
-        endpoint=url.rsplit("/", 1)[-1] if "/predict/" not in url else "predict/batch",
+        endpoint=urlparse(url).path.lstrip("/"),
         concurrency=concurrency,
         requests_per_s=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         p50_ms=latency("50"),
@@ -117,16 +118,8 @@ def exact_count_check(url: str, cluster: localdb.LocalCluster, threads: int = 8)
     seconds = time.perf_counter() - started
 
     def logged() -> tuple[int, int]:
-        conn = connect(cluster.settings("admin"))
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(
-                    "SELECT count(*), count(DISTINCT client_idx) FROM predictions WHERE client_idx >= %s",
-                    (CHECK_FIRST_IDX,),
-                )
-                return cur.fetchone()
-        finally:
-            conn.close()
+        sql = "SELECT count(*), count(DISTINCT client_idx) FROM predictions WHERE client_idx >= %s"
+        return query(cluster, sql, (CHECK_FIRST_IDX,))[0]
 
     deadline = time.monotonic() + 60
     while logged()[0] < CHECK_REQUESTS and time.monotonic() < deadline:
@@ -136,19 +129,23 @@ def exact_count_check(url: str, cluster: localdb.LocalCluster, threads: int = 8)
     return answered, rows, distinct, seconds
 
 
-def batch_body(cluster: localdb.LocalCluster, path: Path) -> None:
+def query(cluster: localdb.LocalCluster, sql: str, params: tuple) -> list[tuple]:
     conn = connect(cluster.settings("admin"))
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT idx, attr_a, attr_b, scd_a, scd_b FROM feature_store ORDER BY idx LIMIT %s", (BATCH_ROWS,)
-            )
-            records = [
-                {"idx": idx, "features": {"attr_a": a, "attr_b": b, "scd_a": sa, "scd_b": sb}}
-                for idx, a, b, sa, sb in cur.fetchall()
-            ]
+            cur.execute(sql, params)
+            return cur.fetchall()
     finally:
         conn.close()
+
+
+def batch_body(cluster: localdb.LocalCluster, path: Path) -> None:
+    rows = query(
+        cluster, "SELECT idx, attr_a, attr_b, scd_a, scd_b FROM feature_store ORDER BY idx LIMIT %s", (BATCH_ROWS,)
+    )
+    records = [
+        {"idx": idx, "features": {"attr_a": a, "attr_b": b, "scd_a": sa, "scd_b": sb}} for idx, a, b, sa, sb in rows
+    ]
     path.write_text(json.dumps(records))
 
 

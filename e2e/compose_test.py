@@ -21,7 +21,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "companydata-e2e"
-EXAMPLE = {"idx": 150000, "features": {"attr_a": 1, "attr_b": "c", "scd_a": 0.55, "scd_b": 3}}
 
 
 class CheckFailed(AssertionError):
@@ -78,11 +77,10 @@ class Stack:
         return f"http://127.0.0.1:{self.ports[f'{service}_HOST_PORT']}{path}"
 
 
-def http(url: str, body: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+def http(url: str, timeout: float = 10) -> tuple[int, bytes]:
+    """Status and body of a GET, or (0, b"") when nothing answers yet."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

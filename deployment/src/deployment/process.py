@@ -1,7 +1,8 @@
 """Run the API under its real gunicorn configuration as a child process.
 
-The server tests, the serving benchmark and `make demo` all need "start gunicorn, wait until
-/ready answers, stop it cleanly"; this is that, once.
+The server tests and the serving benchmark both need "start gunicorn, wait until /ready
+answers, stop it cleanly"; this is that, once. (`make demo` runs gunicorn as a daemon that
+outlives make, so it uses gunicorn's own --daemon and --pid instead.)
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """EDA settings, read from the environment here and nowhere else.
 
-The notebook's database connection is not among them: the notebook reads it itself, as
-`ds_user`, through `machine_learning_engineering.config`, so the kernel needs only the
-same DB_* variables as every other job.
+`database` (ds_user) is only for waiting until feature_store has rows; the notebook reads
+its own connection from the same DB_* variables in its parameters cell, so the kernel needs
+nothing beyond what every other job has.
 """
 
 from __future__ import annotations
