@@ -13,7 +13,7 @@ DEMO_API_PORT ?= 5000
 DEMO_ENV = DB_HOSTNAME=127.0.0.1 DB_PORT=$(DEMO_DB_PORT) MODEL_DIR=$(DEMO_DIR)/models RAW_DATA_DIR=$(DEMO_DIR)/raw
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format etl train example eda demo stop compose-test bench bench-etl bench-model bench-serve up down logs clean
+.PHONY: help install test lint format etl train example eda demo stop compose-test bench bench-etl bench-model bench-serve up down logs clean api-key revoke-key
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,10 +49,13 @@ etl: ## run the whole ETL inside the running compose stack
 train: ## train a new model version inside the running compose stack
 	$(COMPOSE) run --rm model-training python -m data_science.train
 
-eda: ## re-render the EDA from the running stack's database: served on :8081 and copied to eda/eda.pdf
-	$(COMPOSE) exec eda python -m eda render
-	$(COMPOSE) cp eda:/srv/eda/eda.pdf eda/eda.pdf
-	@echo "eda/eda.pdf updated; also served at http://localhost:$${EDA_HOST_PORT:-8081}/"
+eda: ## re-render the EDA from the running stack's database: served by the proxy and copied to eda/eda.pdf
+	$(COMPOSE) run --rm --no-deps eda python -m eda render
+	@address=$$($(COMPOSE) port proxy 8081) || { echo "eda: rendered, but the proxy is not running (make up)"; exit 1; }; \
+	url="http://$${address/0.0.0.0/127.0.0.1}/eda.pdf"; \
+	curl -fsS -o eda/.eda.pdf.tmp "$$url" && head -c 5 eda/.eda.pdf.tmp | grep -q '%PDF-' \
+	  && mv eda/.eda.pdf.tmp eda/eda.pdf || { rm -f eda/.eda.pdf.tmp; echo "eda: $$url did not serve the PDF"; exit 1; }; \
+	echo "eda/eda.pdf updated; served at http://$$address/"
 
 example: ## send the challenge's example request to the running API
 	$(PYTHON) deployment/example_request.py
@@ -89,8 +92,17 @@ stop: ## end what make demo started (API and local PostgreSQL); its data stays i
 	@if [ -f $(DEMO_DIR)/api.pid ]; then kill $$(cat $(DEMO_DIR)/api.pid) 2>/dev/null && echo "demo: API stopped" || true; rm -f $(DEMO_DIR)/api.pid; fi
 	@if [ -d $(DEMO_DIR)/pgdata ]; then $(PY) -m data_engineering.localdb stop --datadir $(DEMO_DIR)/pgdata --port $(DEMO_DB_PORT); fi
 
-up: ## build and start the stack in the background
+up: ## build and start the stack in the background; prints where the proxy serves the API and the EDA
 	$(COMPOSE) up --build -d
+	@echo "API: http://$$($(COMPOSE) port proxy 8080)/   EDA report: http://$$($(COMPOSE) port proxy 8081)/"
+
+api-key: ## create an API key in the running stack's database: make api-key NAME=partner-a
+	@test -n "$(NAME)" || { echo "usage: make api-key NAME=<name>"; exit 2; }
+	$(COMPOSE) run --rm --no-deps api python -m deployment.keys create "$(NAME)"
+
+revoke-key: ## revoke an API key by name: make revoke-key NAME=partner-a
+	@test -n "$(NAME)" || { echo "usage: make revoke-key NAME=<name>"; exit 2; }
+	$(COMPOSE) run --rm --no-deps api python -m deployment.keys revoke "$(NAME)"
 
 down: ## stop the stack (data volumes are kept)
 	$(COMPOSE) down

@@ -53,7 +53,7 @@ def psql_copy(cluster: localdb.LocalCluster, table: str, path: Path, columns: li
 
 
 def baseline_table(cluster: localdb.LocalCluster, ddl: str, table: str, bare: bool, **literals: object) -> list[str]:
-    settings = cluster.settings("admin")
+    settings = cluster.settings("etl")
     with etl_transaction(settings) as cur:
         cur.execute(f"DROP TABLE IF EXISTS {table}")
         statement = table_sql(ddl, table=table, **literals).as_string(cur)
@@ -71,7 +71,7 @@ def run(raw: Path, rounds: int) -> list[tuple[str, int, float, float, float]]:
 
 
 def _run(cluster: localdb.LocalCluster, raw: Path, rounds: int) -> list[tuple[str, int, float, float, float]]:
-    settings = cluster.settings("admin")
+    settings = cluster.settings("etl")
     rows: dict[str, int] = {}
     ours: dict[str, list[float]] = {}
     same: dict[str, list[float]] = {}

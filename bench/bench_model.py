@@ -46,7 +46,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     raw = dataset(args.data_dir, args.customers)
     with localdb.temporary_cluster(fast=True) as cluster:
-        with etl_transaction(cluster.settings("admin")) as cur:
+        with etl_transaction(cluster.settings("etl")) as cur:
             load_customers(cur, raw)
             build_features(cur)
         settings = TrainSettings.from_env({"DB_HOSTNAME": "127.0.0.1", "DB_PORT": str(cluster.port)})

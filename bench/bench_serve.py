@@ -211,7 +211,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     try:
         with localdb.temporary_cluster(fast=True) as cluster:
-            with etl_transaction(cluster.settings("admin")) as cur:
+            with etl_transaction(cluster.settings("etl")) as cur:
                 load_customers(cur, raw)
                 build_features(cur)
             env = {"DB_HOSTNAME": "127.0.0.1", "DB_PORT": str(cluster.port)}

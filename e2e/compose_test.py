@@ -1,10 +1,20 @@
 """End-to-end check of the Compose stack: `make compose-test`.
 
-Builds and starts the whole stack under its own project name and free host ports (so it
-never touches your running stack or its volumes), waits for the API with a deadline, sends
-the challenge's example request, checks the answer and the new `predictions` row, checks that
-`ds_user` cannot write, checks that the EDA PDF is served, and tears everything down with its
-volumes, whatever happened. Standard library only: it runs before any venv exists.
+Builds the stack under its own project name and free host ports (so it never touches your
+running stack or its volumes), then checks, in order:
+
+- `STACK_ENV=production` with the documented default passwords: the preflight check exits 1
+  naming every default password and the missing API_TOKEN, and `docker compose up` refuses
+  (nothing but preflight ever starts); with real passwords and a token, preflight passes;
+- the development stack starts; through the proxy only: the API becomes ready, the
+  challenge's example request is answered and logged in `predictions`; `ds_user` cannot write;
+- network exposure: the api and eda containers publish nothing, the database and the proxy
+  are bound to 127.0.0.1 only (and refuse connections on this machine's other address);
+- a slow-client attack on the proxy (bounded) leaves /health fast; a body over the limit is
+  refused by the proxy; the EDA PDF is served by the proxy, with its content type;
+
+and tears everything down with its volumes, whatever happened. Standard library only: it runs
+before any venv exists.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +32,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "companydata-e2e"
+PASSWORD_VARIABLES = (
+    "ADMIN_DB_PASSWORD",
+    "ETL_DB_PASSWORD",
+    "DS_DB_PASSWORD",
+    "MLE_DB_PASSWORD",
+    "API_ADMIN_DB_PASSWORD",
+)
+SERVICES = ("preflight", "operational-db", "etl", "model-training", "api", "eda", "proxy")
+PROBE_TIMEOUT = 3.0  # /health through the proxy under attack must answer within this
 
 
 class CheckFailed(AssertionError):
@@ -41,10 +61,17 @@ class Stack:
     def __init__(self) -> None:
         self.ports = {"API_HOST_PORT": free_port(), "EDA_HOST_PORT": free_port(), "DB_HOST_PORT": free_port()}
         # The stack's own defaults, whatever a developer's .env or shell says.
-        self.env = {k: v for k, v in os.environ.items() if not k.endswith(("_PASSWORD", "_HOST_PORT"))}
+        mine = ("STACK_ENV", "API_TOKEN", "PUBLISH_ADDRESS", "MAX_BODY_BYTES", "COMPOSE_FILE", "COMPOSE_PROFILES")
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.endswith(("_PASSWORD", "_HOST_PORT")) and k not in mine and not k.startswith("PROXY_")
+        }
         self.env.update({k: str(v) for k, v in self.ports.items()}, COMPOSE_PROJECT_NAME=PROJECT)
 
-    def compose(self, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    def compose(
+        self, *args: str, check: bool = True, capture: bool = False, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             # .env.example, not a developer's .env: the documented defaults, passwords included.
             [
@@ -58,7 +85,7 @@ class Stack:
                 PROJECT,
                 *args,
             ],
-            env=self.env,
+            env={**self.env, **(env or {})},
             check=check,
             text=True,
             capture_output=capture,
@@ -76,38 +103,193 @@ class Stack:
     def url(self, service: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[f'{service}_HOST_PORT']}{path}"
 
+    def states(self) -> dict[str, list[str]]:
+        """service -> [state, exit code] of every container of the project."""
+        out = self.compose("ps", "--all", "--format", "{{.Service}} {{.State}} {{.ExitCode}}", capture=True).stdout
+        return {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
 
-def http(url: str, timeout: float = 10) -> tuple[int, bytes]:
-    """Status and body of a GET, or (0, b"") when nothing answers yet."""
+    def inspect(self, service: str) -> dict:
+        ids = self.compose("ps", "--all", "--quiet", service, capture=True).stdout.split()
+        if len(ids) != 1:
+            raise CheckFailed(f"expected one {service} container, found {len(ids)}")
+        out = subprocess.run(["docker", "inspect", ids[0]], capture_output=True, text=True, check=True).stdout
+        return json.loads(out)[0]
+
+
+def http(
+    url: str, timeout: float = 10, method: str = "GET", body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a request, or (0, {}, b"") when nothing answers (in time)."""
+    request = urllib.request.Request(url, data=body, method=method)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        return exc.code, dict(exc.headers), exc.read()
     except OSError:
-        return 0, b""
+        return 0, {}, b""
 
 
-def wait_for(what: str, url: str, deadline_s: float) -> bytes:
+def wait_for(what: str, url: str, deadline_s: float) -> tuple[dict[str, str], bytes]:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        status, body = http(url)
+        status, headers, body = http(url)
         if status == 200:
-            return body
+            return headers, body
         time.sleep(3)
     raise CheckFailed(f"{what} did not answer 200 at {url} within {deadline_s:.0f} s")
 
 
+def wait_until(what: str, condition, deadline_s: float, every: float = 1.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"{what}: not within {deadline_s:.0f} s")
+        time.sleep(every)
+
+
+def check_preflight(stack: Stack) -> None:
+    production = {"STACK_ENV": "production"}
+    refused = stack.compose("run", "--rm", "preflight", check=False, capture=True, env=production)
+    output = refused.stdout + refused.stderr
+    missing = [name for name in (*PASSWORD_VARIABLES, "API_TOKEN") if name not in output]
+    if refused.returncode != 1 or missing:
+        raise CheckFailed(f"preflight with production defaults: exit {refused.returncode}, missing {missing}: {output}")
+    step("STACK_ENV=production with default passwords: preflight exits 1 naming all five passwords and API_TOKEN")
+
+    secrets = {name: f"not-the-default-{i}-x9" for i, name in enumerate(PASSWORD_VARIABLES)}
+    passed = stack.compose(
+        "run", "--rm", "preflight", check=False, capture=True,
+        env={**production, **secrets, "API_TOKEN": "a-long-enough-token-for-production"},
+    )  # fmt: skip
+    if passed.returncode != 0:
+        raise CheckFailed(f"preflight with real secrets: exit {passed.returncode}: {passed.stdout} {passed.stderr}")
+    step("STACK_ENV=production with real passwords and a token: preflight exits 0")
+
+    up = stack.compose("up", "--detach", check=False, capture=True, env=production)
+    states = stack.states()
+    started = {s: st for s, st in states.items() if s != "preflight" and st[0] != "created"}
+    if up.returncode == 0 or states.get("preflight") != ["exited", "1"] or started:
+        raise CheckFailed(f"production up with defaults: exit {up.returncode}, containers {states}: {up.stderr}")
+    step("STACK_ENV=production: `docker compose up` refuses; no other container ever started")
+    stack.compose("down", "--volumes", "--remove-orphans", capture=True)
+
+
+def check_exposure(stack: Stack) -> None:
+    for service in ("api", "eda", "etl", "model-training", "preflight"):
+        bindings = stack.inspect(service)["HostConfig"]["PortBindings"] or {}
+        if bindings:
+            raise CheckFailed(f"{service} publishes ports: {bindings}")
+    for service, port in (("api", "5000"), ("proxy", "8080")):
+        # Prints host:port when published (":0" or an error when not).
+        out = stack.compose("port", service, port, check=False, capture=True).stdout.strip()
+        published = out.rpartition(":")[2] not in ("", "0")
+        if published != (service == "proxy"):
+            raise CheckFailed(f"docker compose port {service} {port}: {out!r}")
+    expected = {
+        "operational-db": {"5432/tcp": stack.ports["DB_HOST_PORT"]},
+        "proxy": {"8080/tcp": stack.ports["API_HOST_PORT"], "8081/tcp": stack.ports["EDA_HOST_PORT"]},
+    }
+    for service, ports in expected.items():
+        bindings = stack.inspect(service)["HostConfig"]["PortBindings"] or {}
+        found = {port: [(b["HostIp"], b["HostPort"]) for b in binds] for port, binds in bindings.items()}
+        want = {port: [("127.0.0.1", str(host))] for port, host in ports.items()}
+        if found != want:
+            raise CheckFailed(f"{service} should be published on 127.0.0.1 only, as {want}: {found}")
+    step("api, eda and the jobs publish nothing; database and proxy are bound to 127.0.0.1 only")
+
+    # And in fact: this machine's own network address does not answer on those ports.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent; this only picks the outgoing address
+            address = s.getsockname()[0]
+        except OSError:
+            address = ""
+    if not address or address.startswith("127."):
+        step("no non-loopback address here; skipped connecting from outside loopback")
+        return
+    for name, port in stack.ports.items():
+        with socket.socket() as s:
+            s.settimeout(3)
+            if s.connect_ex((address, port)) == 0:
+                raise CheckFailed(f"{name} {port} answers on {address}, not only on 127.0.0.1")
+    step(f"{address} (this machine's network address) refuses the database, API and EDA ports")
+
+
+def trickle(port: int, first: bytes, slow: bytes, stop: threading.Event, results: list[str]) -> None:
+    """One slow client: `first` at once, then `slow` a byte every 2 s (at most 8), until `stop`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(first + slow[:1])
+            results.append("connected")
+            for i in range(1, 8):
+                if stop.wait(2):
+                    break
+                sock.sendall(slow[i : i + 1])
+            sock.setblocking(False)
+            try:
+                sock.recv(1)
+                results.append("cut")
+            except BlockingIOError:
+                results.append("held")
+    except OSError as exc:
+        results.append(f"error {exc}")
+
+
+def check_slow_clients(stack: Stack) -> None:
+    """12 clients trickling a header and 12 trickling a body, at the proxy; /health stays fast."""
+    port = stack.ports["API_HOST_PORT"]
+    header = (b"", b"GET /health HTTP/1.1\r\nHost: slow\r\nX-Slow: zzzzzzzzzzzz")
+    body = (
+        b"POST /predict HTTP/1.1\r\nHost: slow\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n",
+        b"{" * 8,
+    )
+    stop = threading.Event()
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=trickle, args=(port, *part, stop, results), daemon=True)
+        for part in (header, body)
+        for _ in range(12)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until("the slow clients connecting", lambda: len(results) >= 24, 30, every=0.1)
+        if results.count("connected") != 24:
+            raise CheckFailed(f"the slow clients did not all connect: {results}")
+        probes = []
+        for _ in range(5):
+            started = time.monotonic()
+            status = http(stack.url("API", "/health"), timeout=PROBE_TIMEOUT)[0]
+            probes.append((status, round(time.monotonic() - started, 3)))
+            stop.wait(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+    if [status for status, _ in probes] != [200] * 5:
+        raise CheckFailed(f"/health through the proxy under a slow-client attack: {probes}")
+    if results.count("held") != 24:
+        raise CheckFailed(f"the proxy did not hold every slow client: {results}")
+    step(f"24 slow clients held by the proxy; /health meanwhile: {[took for _, took in probes]} s")
+
+
 def check(stack: Stack) -> None:
-    step("docker compose up --build (database, ETL, training, API, EDA)")
-    stack.compose("up", "--build", "--detach")  # returns once the API started, i.e. after training
-    ready = json.loads(wait_for("the API's /ready", stack.url("API", "/ready"), 600))
-    step(f"API ready, serving model {ready['model_version']}")
-    states = stack.compose("ps", "--all", "--format", "{{.Service}} {{.State}} {{.ExitCode}}", capture=True).stdout
-    jobs = {line.split()[0]: line.split()[1:] for line in states.splitlines() if line.strip()}
-    for job in ("etl", "model-training"):
-        if jobs.get(job) != ["exited", "0"]:
-            raise CheckFailed(f"{job} should have exited 0: {jobs.get(job)}")
+    step("docker compose build")
+    stack.compose("build")
+    check_preflight(stack)
+
+    step("docker compose up (preflight, database, ETL, training, API, EDA, proxy)")
+    stack.compose("up", "--detach")  # returns once the API started, i.e. after training
+    headers, body = wait_for("the API's /ready through the proxy", stack.url("API", "/ready"), 600)
+    ready = json.loads(body)
+    if not headers.get("X-Request-ID") or headers.get("Server") != "nginx":
+        raise CheckFailed(f"/ready did not come through the proxy: {headers}")
+    step(f"API ready through the proxy, serving model {ready['model_version']}")
+    states = stack.states()
+    for job in ("preflight", "etl", "model-training"):
+        if states.get(job) != ["exited", "0"]:
+            raise CheckFailed(f"{job} should have exited 0: {states.get(job)}")
 
     step("the challenge's example request (deployment/example_request.py)")
     result = subprocess.run(
@@ -143,10 +325,30 @@ def check(stack: Stack) -> None:
         raise CheckFailed(f"ds_user cannot read feature_store: {can_read.stderr!r}")
     step("ds_user reads feature_store and cannot insert, delete or create")
 
-    pdf = wait_for("the EDA", stack.url("EDA", "/"), 600)
-    if not pdf.startswith(b"%PDF"):
-        raise CheckFailed(f"the EDA answered something that is not a PDF: {pdf[:40]!r}")
-    step(f"EDA served: a {len(pdf) // 1024} KB PDF")
+    check_exposure(stack)
+    spool = stack.compose("exec", "-T", "api", "test", "-w", "/var/spool/predictions", check=False)
+    if spool.returncode != 0:
+        raise CheckFailed("the api user cannot write its spool directory /var/spool/predictions")
+    step("the api user can write its spool volume")
+
+    check_slow_clients(stack)
+    status, headers, body = http(stack.url("API", "/predict"), method="POST", body=b"x" * ((1 << 20) + 1))
+    if status != 413 or headers.get("Content-Type") != "application/json":
+        raise CheckFailed(f"a body over 1 MiB: {status} {headers} {body[:200]!r}")
+    step("a body over 1 MiB: 413 from the proxy")
+
+    headers, pdf = wait_for("the EDA through the proxy", stack.url("EDA", "/"), 600)
+    if not pdf.startswith(b"%PDF") or headers.get("Content-Type") != "application/pdf":
+        raise CheckFailed(f"the EDA answered something that is not a PDF: {headers} {pdf[:40]!r}")
+    step(f"EDA served by the proxy: a {len(pdf) // 1024} KB PDF, {headers['Content-Type']}")
+    wait_until("the eda service exiting 0 after rendering", lambda: stack.states().get("eda") == ["exited", "0"], 60)
+    for service in ("api", "proxy"):
+        wait_until(
+            f"{service} reporting healthy",
+            lambda service=service: stack.inspect(service)["State"].get("Health", {}).get("Status") == "healthy",
+            60,
+        )
+    step("eda exited 0; api and proxy report healthy")
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ idx,valid_from,valid_to,scd_a,scd_b
 
 
 def load(db, raw: Path) -> None:
-    with etl_transaction(db.settings()) as cur:
+    with etl_transaction(db.settings("etl")) as cur:
         load_customers(cur, raw)
         build_features(cur)
 
@@ -72,7 +72,7 @@ def test_build_features_three_times_gives_identical_table(companydata, raw_dir) 
     load(companydata, raw_dir)
     first = companydata.digest("feature_store")
     for _ in range(2):
-        with etl_transaction(companydata.settings()) as cur:
+        with etl_transaction(companydata.settings("etl")) as cur:
             build_features(cur)
     assert companydata.digest("feature_store") == first
     assert first.startswith("500:")
@@ -80,7 +80,7 @@ def test_build_features_three_times_gives_identical_table(companydata, raw_dir) 
 
 def test_build_features_without_customer_tables_says_what_to_do(companydata) -> None:
     missing = "customer_profiles, customer_activity, labels missing: run load-customers"
-    with pytest.raises(DataError, match=missing), etl_transaction(companydata.settings()) as cur:
+    with pytest.raises(DataError, match=missing), etl_transaction(companydata.settings("etl")) as cur:
         build_features(cur)
 
 

@@ -16,12 +16,12 @@ JAN, FEB, MAR = date(2020, 1, 1), date(2020, 2, 1), date(2020, 3, 1)
 
 
 def customers(db: TestDatabase, raw_dir: Path) -> None:
-    with etl_transaction(db.settings()) as cur:
+    with etl_transaction(db.settings("etl")) as cur:
         load_customers(cur, raw_dir)
 
 
 def sales(db: TestDatabase, raw_dir: Path, months: list[date]) -> None:
-    with etl_transaction(db.settings()) as cur:
+    with etl_transaction(db.settings("etl")) as cur:
         load_sales(cur, raw_dir, months)
 
 
@@ -220,7 +220,7 @@ def test_loaded_and_available_months(companydata, sales_raw) -> None:
     (sales_raw / "sales" / "notes").mkdir()
     assert available_months(sales_raw) == [JAN, FEB]
     sales(companydata, sales_raw, [FEB])
-    with etl_transaction(companydata.settings()) as cur:
+    with etl_transaction(companydata.settings("etl")) as cur:
         assert loaded_months(cur) == {FEB}
 
 

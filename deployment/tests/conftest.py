@@ -13,6 +13,7 @@ from data_engineering.localdb import free_port
 from data_science.model import CustomerModel
 from deployment.app import create_app
 from deployment.config import ServeSettings
+from deployment.keys import KeyRing
 from deployment.model_holder import ModelHolder
 from deployment.process import gunicorn
 from machine_learning_engineering.prediction_log import PredictionLogger
@@ -38,7 +39,7 @@ def logger(companydata) -> Iterator[PredictionLogger]:
 
 @pytest.fixture
 def make_app(model_dir: Path, logger: PredictionLogger) -> Callable[..., Flask]:
-    def make(**overrides) -> Flask:
+    def make(keyring: KeyRing | None = None, **overrides) -> Flask:
         settings = ServeSettings(
             **{
                 "model_dir": model_dir,
@@ -51,7 +52,7 @@ def make_app(model_dir: Path, logger: PredictionLogger) -> Callable[..., Flask]:
         )
         holder = ModelHolder(settings.model_dir, settings.model_poll_seconds, logger)
         holder.refresh()
-        return create_app(settings, holder)
+        return create_app(settings, holder, keyring)
 
     return make
 

@@ -6,14 +6,23 @@ import json
 
 import pytest
 
+from data_engineering.testing import wait_until
+from deployment.app import create_app
+from deployment.config import ServeSettings
+from deployment.model_holder import ModelHolder
 from deployment.schemas import EXAMPLE_REQUEST as CHALLENGE_REQUEST
+from machine_learning_engineering.prediction_log import PredictionLogger
 
 FEATURES = CHALLENGE_REQUEST["features"]
 
 
 def test_health_ready_model_and_openapi(client, trained) -> None:
     assert client.get("/health").json == {"status": "ok"}
-    assert client.get("/ready").json == {"status": "ready", "model_version": trained.version_}
+    assert client.get("/ready").json == {
+        "status": "ready",
+        "model_version": trained.version_,
+        "prediction_log": {"state": "ok", "outage_seconds": None, "buffered": 0, "last_error": None},
+    }
     metadata = client.get("/model").json
     assert metadata["version"] == trained.version_ and metadata["threshold"]["value"] == trained.threshold_
     spec = client.get("/openapi.json").json
@@ -155,3 +164,97 @@ def test_page_is_self_contained(client, trained) -> None:
 def test_integral_numbers_written_with_a_decimal_point_are_integers(client) -> None:
     body = {"idx": 7.0, "features": {**FEATURES, "attr_a": 2.0, "scd_b": 3.0}}
     assert client.post("/predict", json=body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ('{"idx": 1, "idx": 2, "features": %s}', "idx"),
+        ('{"idx": 1, "features": %s, "features": %s}', "features"),
+        ('{"idx": 1, "features": {"attr_a": 1, "attr_a": 5, "attr_b": "c", "scd_a": 0.5, "scd_b": 3}}', "attr_a"),
+        ('[{"idx": 1, "features": %s}, {"idx": 2, "idx": 3, "features": %s}]', "idx"),
+    ],
+)
+def test_a_key_given_twice_is_a_422_naming_it_not_last_one_wins(client, companydata, logger, raw, key) -> None:
+    features = json.dumps(FEATURES)
+    body = raw.replace("%s", features)
+    path = "/predict/batch" if body.startswith("[") else "/predict"
+    response = client.post(path, data=body, content_type="application/json")
+    assert response.status_code == 422
+    assert response.json["details"] == [
+        {"field": key, "problem": f"duplicate key {key!r}: each key may appear once per object"}
+    ]
+    assert logger.flush() and companydata.query("SELECT count(*) FROM predictions") == [(0,)]
+
+
+def test_colons_inside_strings_do_not_make_a_valid_body_a_duplicate(client) -> None:
+    body = {"idx": 3, "features": {**FEATURES, "attr_b": "c"}}
+    raw = json.dumps(body, indent=1).replace('"idx":', '"idx"  :')  # whitespace before colons is still JSON
+    assert client.post("/predict", data=raw, content_type="application/json").status_code == 200
+    assert (
+        client.post("/predict", data=raw.replace('"c"', '"c:d:e"'), content_type="application/json").json["details"][0][
+            "field"
+        ]
+        == "features.attr_b"
+    )  # the colon-rich value is checked as a category, not as a duplicate
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("idx", 10**30), ("idx", 2**63), ("features.attr_a", 2**31), ("features.scd_b", -(2**31) - 1)],
+)
+def test_values_the_predictions_table_cannot_hold_are_refused(client, companydata, logger, field, value) -> None:
+    response = client.post("/predict", json=bad(field, value))
+    assert response.status_code == 422 and response.json["details"][0]["field"] == field
+    assert logger.flush() and companydata.query("SELECT count(*) FROM predictions") == [(0,)]
+
+
+def test_the_largest_idx_the_table_holds_is_answered_and_logged(client, companydata, logger) -> None:
+    assert client.post("/predict", json=bad("idx", 2**63 - 1)).status_code == 200
+    assert logger.flush()
+    assert companydata.query("SELECT client_idx, api_key FROM predictions") == [(2**63 - 1, None)]
+    assert logger.stats()["dead_lettered"] == 0
+
+
+def test_metrics_count_requests_predictions_and_the_log(client, logger, trained) -> None:
+    client.post("/predict", json=CHALLENGE_REQUEST)
+    client.post("/predict/batch", json=[CHALLENGE_REQUEST] * 3)
+    client.post("/predict", json=bad("idx", -1))
+    assert logger.flush()
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    text = response.get_data(as_text=True)
+    for line in (
+        'api_requests_total{endpoint="/predict",status="200"}',
+        'api_requests_total{endpoint="/predict",status="422"}',
+        'api_request_duration_seconds_bucket{endpoint="/predict/batch",le="+Inf"}',
+        f'api_model_info{{version="{trained.version_}"}} 1.0',
+        "prediction_log_written_total",
+        "prediction_log_spooled_total",
+        "prediction_log_dead_lettered_total",
+        "prediction_log_dropped_total",
+        "prediction_log_buffered",
+    ):
+        assert line in text, line
+
+
+def test_ready_reports_a_degraded_then_failing_log_and_recovers(model_dir, companydata) -> None:
+    logger = PredictionLogger(companydata.settings("mle"), max_backoff=0.1, unready_after=1.0)
+    holder = ModelHolder(model_dir, 60, logger)
+    holder.refresh()
+    client = create_app(ServeSettings(model_dir, None, 1000, 1 << 20, 60.0), holder).test_client()
+    assert client.get("/ready").json["prediction_log"]["state"] == "ok"
+    companydata.cluster.stop()
+    try:
+        assert client.post("/predict", json=CHALLENGE_REQUEST).status_code == 200  # acknowledged, buffered
+        wait_until(lambda: client.get("/ready").json["prediction_log"]["state"] == "degraded")
+        assert client.get("/ready").status_code == 200 and client.get("/ready").json["status"] == "degraded"
+        wait_until(lambda: client.get("/ready").status_code == 503)
+        answer = client.get("/ready").json
+        assert answer["status"] == "unready" and answer["prediction_log"]["buffered"] == 1
+        assert "Connection refused" in answer["prediction_log"]["last_error"]
+    finally:
+        companydata.cluster.start(fast=True)
+    wait_until(lambda: client.get("/ready").status_code == 200, timeout=60)
+    assert logger.flush() and companydata.query("SELECT count(*) FROM predictions") == [(1,)]
+    logger.close()

@@ -16,7 +16,15 @@ from deployment.app import create_app
 from deployment.config import ServeSettings
 from deployment.model_holder import ModelHolder
 
-OPERATIONS = ["POST /predict", "POST /predict/batch", "GET /health", "GET /ready", "GET /model", "GET /openapi.json"]
+OPERATIONS = [
+    "POST /predict",
+    "POST /predict/batch",
+    "GET /health",
+    "GET /ready",
+    "GET /model",
+    "GET /metrics",
+    "GET /openapi.json",
+]
 
 
 @pytest.fixture

@@ -81,3 +81,29 @@ def test_new_version_is_picked_up_under_load_without_a_failed_request(server, co
     time.sleep(0.5)
     assert companydata.query("SELECT count(*), count(DISTINCT client_idx) FROM predictions") == [(len(results),) * 2]
     assert {v for (v,) in companydata.query("SELECT DISTINCT model_version FROM predictions")} == {old, new}
+
+
+def metric_value(text: str, sample: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " "))
+
+
+def test_metrics_add_up_over_the_gunicorn_workers(server, companydata) -> None:
+    host = urlparse(server.url)
+    connections = [http.client.HTTPConnection(host.hostname, host.port, timeout=10) for _ in range(4)]
+    for n in range(40):
+        assert post(connections[n % 4], n)[0] == 200
+    for connection in connections:
+        connection.close()
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = server.get("/metrics")
+        text = body.decode()
+        if metric_value(text, "prediction_log_written_total") >= 40 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 200
+    assert metric_value(text, 'api_requests_total{endpoint="/predict",status="200"}') == 40
+    assert metric_value(text, "prediction_log_written_total") == 40
+    assert metric_value(text, "prediction_log_dropped_total") == 0
+    assert metric_value(text, "prediction_log_database_up") == 1
+    assert 'api_model_info{version="' in text

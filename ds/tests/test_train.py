@@ -25,13 +25,14 @@ def start_training(db, model_dir: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def publish_feature_store(db, frame: pd.DataFrame) -> None:
-    """Create feature_store the way the ETL does (as admin); the job reads it as ds_user."""
+    """Create feature_store the way the ETL does (as etl_user); the job reads it as ds_user."""
     db.query(
         "CREATE TABLE feature_store (idx int PRIMARY KEY, attr_a int, attr_b text, scd_a double precision, "
-        "scd_b int, label smallint)"
+        "scd_b int, label smallint)",
+        role="etl",
     )
     rows = ",".join(f"({r.idx},{r.attr_a},'{r.attr_b}',{r.scd_a},{r.scd_b},{r.label})" for r in frame.itertuples())
-    db.query(f"INSERT INTO feature_store VALUES {rows}")
+    db.query(f"INSERT INTO feature_store VALUES {rows}", role="etl")
 
 
 def test_training_started_before_the_etl_waits_then_trains(companydata, feature_frame, model_dir) -> None:
@@ -71,7 +72,8 @@ def test_one_class_only_is_unusable(companydata, feature_frame, model_dir) -> No
 
 def test_missing_column_is_unusable(companydata, model_dir) -> None:
     companydata.query(
-        "CREATE TABLE feature_store AS SELECT 1 AS idx, 1 AS attr_a, 'a' AS attr_b, 0.5 AS scd_a, 1 AS label"
+        "CREATE TABLE feature_store AS SELECT 1 AS idx, 1 AS attr_a, 'a' AS attr_b, 0.5 AS scd_a, 1 AS label",
+        role="etl",
     )
     job = start_training(companydata, model_dir, "--wait-timeout", "5")
     output, _ = job.communicate(timeout=60)

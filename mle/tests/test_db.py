@@ -51,8 +51,10 @@ def test_engine_reads_as_the_role(companydata) -> None:
 
 def test_wait_for_table_returns_once_the_table_has_rows(companydata, caplog) -> None:
     def create() -> None:
-        companydata.query("CREATE TABLE feature_store (idx int)")
-        threading.Timer(1.0, companydata.query, args=("INSERT INTO feature_store VALUES (1)",)).start()
+        companydata.query("CREATE TABLE feature_store (idx int)", role="etl")
+        threading.Timer(
+            1.0, companydata.query, args=("INSERT INTO feature_store VALUES (1)",), kwargs={"role": "etl"}
+        ).start()
 
     threading.Timer(1.0, create).start()
     with caplog.at_level(logging.INFO, logger="machine_learning_engineering.db"):
@@ -65,6 +67,6 @@ def test_wait_for_table_returns_once_the_table_has_rows(companydata, caplog) -> 
 def test_wait_for_table_times_out_saying_why(companydata) -> None:
     with pytest.raises(TableNotReady, match="table feature_store does not exist yet after waiting 1 s"):
         wait_for_table(companydata.settings("ds"), "feature_store", timeout=1)
-    companydata.query("CREATE TABLE feature_store (idx int)")
+    companydata.query("CREATE TABLE feature_store (idx int)", role="etl")
     with pytest.raises(TableNotReady, match="table feature_store exists but is empty after waiting 1 s"):
         wait_for_table(companydata.settings("ds"), "feature_store", timeout=1)

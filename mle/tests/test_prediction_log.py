@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 import pandas as pd
+from prometheus_client import REGISTRY
 
+from data_engineering.testing import wait_until
 from machine_learning_engineering.prediction_log import PredictionLogger, PredictionRecord
 
 
@@ -35,6 +38,9 @@ def test_outage_buffers_and_everything_is_written_once_when_the_database_returns
     assert logger.stats() | {"failures": 0} == {
         "written": 40,
         "pending": 0,
+        "spooled": 0,
+        "replayed": 0,
+        "dead_lettered": 0,
         "dropped": 0,
         "failures": 0,
         "database_available": True,
@@ -43,7 +49,7 @@ def test_outage_buffers_and_everything_is_written_once_when_the_database_returns
     logger.close()
 
 
-def test_a_full_buffer_drops_the_oldest_records_and_counts_them(companydata) -> None:
+def test_a_full_buffer_without_a_spool_drops_the_oldest_records_and_counts_them(companydata) -> None:
     logger = PredictionLogger(companydata.settings("mle"), capacity=50, max_backoff=0.5)
     companydata.cluster.stop()
     try:
@@ -84,4 +90,134 @@ def test_rows_hold_valid_uuids_and_json_features_with_null_for_nan(companydata) 
         (7, 1, None, {"attr_a": 1, "attr_b": "a", "scd_a": 0.123456789012345}, "4"),
         (8, 0, None, {"attr_a": 2, "attr_b": 'quote " tab\t', "scd_a": None}, "4"),
     ]
+    logger.close()
+
+
+# -- nothing lost: dead letters, spool, replay, visible state ---------------------------------
+
+
+def metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def poisoned(good: int) -> list[PredictionRecord]:
+    """`good` ordinary records around three the database must refuse, each for its own reason."""
+    batch = records(good)
+    bad_idx = batch[1]._replace(client_idx=10**30)  # bigint out of range
+    nul = batch[2]._replace(features='{"attr_b": "a\\u0000b"}')  # jsonb cannot hold NUL
+    surrogate = batch[3]._replace(api_key="\ud800")  # not encodable as UTF-8
+    return [batch[0], bad_idx, nul, surrogate, *batch[4:]]
+
+
+def test_records_the_database_refuses_go_to_dead_letters_and_never_block_the_others(companydata, caplog) -> None:
+    logger = PredictionLogger(companydata.settings("mle"))
+    before = metric("prediction_log_dead_lettered_total")
+    with caplog.at_level(logging.ERROR):
+        logger.log(poisoned(good=200))
+        assert logger.flush(timeout=30)
+        logger.log(records(5, start=1000))  # the writer goes on as before
+        assert logger.flush(timeout=30)
+    assert count(companydata) == 200 - 3 + 5
+    stats = logger.stats()
+    assert (stats["written"], stats["dead_lettered"], stats["dropped"], stats["failures"]) == (202, 3, 0, 0)
+    assert metric("prediction_log_dead_lettered_total") - before == 3
+    letters = companydata.query("SELECT record, error FROM prediction_dead_letters ORDER BY id")
+    errors = " | ".join(error for _, error in letters)
+    assert len(letters) == 3
+    assert "out of range for type bigint" in errors and "UntranslatableCharacter" in errors
+    assert "UnicodeEncodeError" in errors
+    kept = [PredictionRecord.loads(record) for record, _ in letters]
+    assert {r.client_idx for r in kept} == {10**30, 2, 3} and any(r.api_key == "\ud800" for r in kept)
+    assert sum("prediction_dead_letters" in r.getMessage() for r in caplog.records) == 3
+    logger.close()
+
+
+def test_a_graceful_stop_during_an_outage_spools_and_the_next_start_replays_exactly_once(companydata, tmp_path) -> None:
+    spool = tmp_path / "spool"
+    first = PredictionLogger(companydata.settings("mle"), spool_dir=spool, max_backoff=0.2)
+    first.log(records(10))
+    assert first.flush()
+    companydata.cluster.stop()
+    try:
+        first.log(records(25, start=10))  # acknowledged while the database is away
+        first.close(timeout=0.5)
+        assert first.stats()["spooled"] == 25 and first.stats()["dropped"] == 0
+        (spooled,) = spool.glob("*.jsonl")
+        assert len(spooled.read_text().splitlines()) == 25
+    finally:
+        companydata.cluster.start(fast=True)
+    # Two processes' loggers start together on the same spool: the file is replayed once.
+    second = PredictionLogger(companydata.settings("mle"), spool_dir=spool)
+    third = PredictionLogger(companydata.settings("mle"), spool_dir=spool)
+    second.start()
+    third.start()
+    wait_until(lambda: not list(spool.glob("*.jsonl")), what="the spool file to be replayed and removed")
+    assert companydata.query("SELECT count(*), count(DISTINCT prediction_id) FROM predictions") == [(35, 35)]
+    assert second.stats()["replayed"] + third.stats()["replayed"] == 25
+    second.close()
+    third.close()
+
+
+def test_an_interrupted_replay_is_repeated_without_duplicates(companydata, tmp_path) -> None:
+    spool = tmp_path / "spool"
+    batch = records(30)
+    writer = PredictionLogger(companydata.settings("mle"), spool_dir=spool)
+    assert writer._spool(batch) is not None  # the file a stopped worker left behind
+    writer.log(batch[:12])  # ... some of whose records had landed before it stopped
+    assert writer.flush()
+    writer.close()
+    replayer = PredictionLogger(companydata.settings("mle"), spool_dir=spool)
+    replayer.start()
+    wait_until(lambda: not list(spool.glob("*.jsonl")), what="the replay")
+    assert companydata.query("SELECT count(*), count(DISTINCT prediction_id) FROM predictions") == [(30, 30)]
+    replayer.close()
+
+
+def test_a_full_buffer_spills_to_the_spool_and_nothing_is_lost(companydata, tmp_path) -> None:
+    logger = PredictionLogger(companydata.settings("mle"), capacity=50, max_backoff=0.2, spool_dir=tmp_path / "s")
+    companydata.cluster.stop()
+    try:
+        for start in range(0, 200, 20):
+            logger.log(records(20, start=start))
+        stats = logger.stats()
+        assert stats["dropped"] == 0 and stats["spooled"] >= 150 and stats["pending"] <= 50
+    finally:
+        companydata.cluster.start(fast=True)
+    wait_until(lambda: count(companydata) == 200, what="every spilled record to be replayed")
+    assert companydata.query("SELECT count(DISTINCT client_idx) FROM predictions") == [(200,)]
+    assert not list((tmp_path / "s").glob("*.jsonl"))
+    logger.close()
+
+
+def test_a_wrong_password_is_visible_at_once_and_an_error_every_period(companydata, caplog) -> None:
+    settings = dataclasses.replace(companydata.settings("mle"), password="wrong")
+    logger = PredictionLogger(settings, max_backoff=0.05, error_every=0.2, unready_after=0.5)
+    with caplog.at_level(logging.ERROR, logger="machine_learning_engineering.prediction_log"):
+        logger.start()  # no request needed: the writer probes the database when it starts
+        wait_until(lambda: logger.health()["state"] == "degraded", what="a degraded state")
+        wait_until(lambda: logger.health()["state"] == "failing", what="the failing state")
+        errors = lambda: [r for r in caplog.records if "password authentication failed" in r.getMessage()]  # noqa: E731
+        wait_until(lambda: len(errors()) >= 2, what="the error to be repeated")
+    health = logger.health()
+    assert health["outage_seconds"] >= 0.5 and "password authentication failed" in health["last_error"]
+    assert not logger.stats()["database_available"]
+    # One ERROR per period, not one per retry (it retries every 0.05 s here).
+    assert len(errors()) <= health["outage_seconds"] / 0.2 + 2
+    logger.close(timeout=0)
+
+
+def test_a_login_without_insert_privilege_is_an_outage_not_a_dead_letter(companydata) -> None:
+    companydata.query("REVOKE INSERT ON predictions FROM mle_user_role")
+    try:
+        logger = PredictionLogger(companydata.settings("mle"), max_backoff=0.05, unready_after=0.1)
+        logger.start()
+        wait_until(lambda: logger.health()["state"] == "failing", what="the probe to see the missing grant")
+        assert "may not INSERT" in logger.health()["last_error"]
+        logger.log(records(3))
+        assert not logger.flush(timeout=0.3)
+        assert logger.stats()["dead_lettered"] == 0 and logger.stats()["pending"] == 3
+    finally:
+        companydata.query("GRANT INSERT ON predictions TO mle_user_role")
+    assert logger.flush(timeout=30)
+    assert count(companydata) == 3 and logger.health()["state"] == "ok"
     logger.close()

@@ -1,28 +1,34 @@
 -- Least privilege for `companydata`. Runs once, as the superuser `admin`, after 10-roles.sh.
---   admin          owner, full control (the superuser created by the image / localdb)
---   ds_user_role   read-only on schema public, including tables the ETLs create later
---   mle_user_role  all privileges on schema public
+-- Nothing is granted to PUBLIC; every grant below names the role whose job needs it.
+--   etl_user       creates and owns the data tables in schema public; its run lock lives in
+--                  its private schema etl_private, which no other role can even see
+--   ds_user_role   reads every data table, including those the ETL creates later
+--   mle_user_role  no data table at all: the prediction log and API keys (30-, 40-*.sql)
 
 DO $$
 BEGIN
     EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
-    EXECUTE format('GRANT CONNECT ON DATABASE %I TO ds_user_role, mle_user_role', current_database());
-    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO mle_user_role', current_database());
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO etl_user, ds_user_role, mle_user_role, api_admin',
+                   current_database());
+    -- The prediction writer stages each batch in a session-private temporary table, and the
+    -- ETL each month of sales (data_engineering/sql/tables/sales_staging.sql).
+    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO mle_user_role, etl_user', current_database());
 END
 $$;
 
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
-GRANT USAGE ON SCHEMA public TO ds_user_role;
-GRANT ALL ON SCHEMA public TO mle_user_role;
+GRANT USAGE, CREATE ON SCHEMA public TO etl_user;
+GRANT USAGE ON SCHEMA public TO ds_user_role, mle_user_role, api_admin;
 
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO ds_user_role;
-GRANT ALL ON ALL TABLES IN SCHEMA public TO mle_user_role;
-GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO mle_user_role;
+-- The ETL's mutual exclusion: a table lock that only its owner can take (an advisory lock
+-- can be taken by any role that can connect, and would stall the ETL).
+CREATE SCHEMA etl_private AUTHORIZATION etl_user;
+REVOKE ALL ON SCHEMA etl_private FROM PUBLIC;
+SET ROLE etl_user;
+CREATE TABLE etl_private.run_lock ();
+RESET ROLE;
 
--- Tables created later by the ETLs (as admin) and by the model side (as mle_user) get the
--- same grants automatically: the ETLs replace tables by swapping in new ones, and each new
--- table must be readable without a grant step someone could forget.
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO ds_user_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO mle_user_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO mle_user_role;
-ALTER DEFAULT PRIVILEGES FOR ROLE mle_user IN SCHEMA public GRANT SELECT ON TABLES TO ds_user_role;
+-- Tables the ETL creates later (it replaces tables by swapping in new ones) are readable by
+-- the data scientist without a grant step someone could forget; nobody else gets them.
+ALTER DEFAULT PRIVILEGES FOR ROLE etl_user IN SCHEMA public GRANT SELECT ON TABLES TO ds_user_role;
+ALTER DEFAULT PRIVILEGES FOR ROLE etl_user REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;

@@ -1,5 +1,7 @@
--- Every production prediction, written by machine_learning_engineering's PredictionLogger as
--- mle_user (all privileges through 20-privileges.sql; ds_user may read it).
+-- Every production prediction, appended by machine_learning_engineering's PredictionLogger as
+-- mle_user, which may INSERT here and nothing else (no SELECT, UPDATE, DELETE, TRUNCATE,
+-- TRIGGER or REFERENCES): a compromised API can add to the audit trail, never rewrite it.
+-- Owned by the bootstrap's superuser, so no application role can alter the table.
 CREATE TABLE predictions (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     prediction_id uuid        NOT NULL UNIQUE,  -- made by the client: retried writes land once
@@ -8,9 +10,23 @@ CREATE TABLE predictions (
     probability   double precision,
     model_version text        NOT NULL,
     features      jsonb       NOT NULL,
+    api_key       text,                         -- the key's name, 'API_TOKEN', or NULL (open API)
     predicted_at  timestamptz NOT NULL,
     logged_at     timestamptz NOT NULL DEFAULT now()
 );
 
 CREATE INDEX predictions_client_idx ON predictions (client_idx);
 CREATE INDEX predictions_predicted_at ON predictions (predicted_at);
+
+-- Records the database refused (a value a column cannot hold): kept with the error, as
+-- ASCII-escaped JSON text, so one bad record never blocks the others and is never lost.
+CREATE TABLE prediction_dead_letters (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    prediction_id text        UNIQUE,            -- as received; retried dead letters land once
+    record        text        NOT NULL,
+    error         text        NOT NULL,
+    failed_at     timestamptz NOT NULL DEFAULT now()
+);
+
+GRANT INSERT ON predictions, prediction_dead_letters TO mle_user_role;
+GRANT SELECT ON predictions, prediction_dead_letters TO ds_user_role;

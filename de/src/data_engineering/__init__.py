@@ -3,5 +3,13 @@
 __version__ = "0.1.0"
 
 
-class DataError(Exception):
+class EtlError(Exception):
+    """An ETL command stopped; its transaction was rolled back, so nothing was changed."""
+
+
+class DataError(EtlError):
     """Bad input: the message names the file, line, column or value, and nothing was changed."""
+
+
+class DatabaseBusy(EtlError):
+    """Other sessions held locks the ETL needs past its deadline; nothing was changed: retry later."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg2
 
-from data_engineering import DataError
+from data_engineering import DatabaseBusy, DataError
 from data_engineering.config import EtlSettings
 from data_engineering.db import etl_transaction
 from data_engineering.features import build_features
@@ -19,6 +19,9 @@ from data_engineering.load import available_months, load_customers, load_sales, 
 from machine_learning_engineering.config import ConfigError
 
 log = logging.getLogger("data_engineering")
+
+# sysexits.h EX_TEMPFAIL: other sessions held the locks the ETL needs; retry later.
+EX_TEMPFAIL = 75
 
 
 def month_arg(text: str) -> date:
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace, settings: EtlSettings) -> None:
     raw_dir = args.raw_dir or settings.raw_data_dir
     if args.command in ("load-customers", "load-sales", "etl"):
         ensure_raw_data(raw_dir)
-    with etl_transaction(settings.database) as cur:
+    with etl_transaction(settings.database, settings.locks) as cur:
         if args.command in ("load-customers", "etl"):
             load_customers(cur, raw_dir)
         if args.command in ("load-sales", "etl"):
@@ -78,7 +81,12 @@ def run(args: argparse.Namespace, settings: EtlSettings) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m data_engineering", description="ETLs of the companydata database.")
+    p = argparse.ArgumentParser(
+        prog="python -m data_engineering",
+        description="ETLs of the companydata database.",
+        epilog="exit status: 0 done; 1 error (nothing was changed); 2 usage error; "
+        f"{EX_TEMPFAIL} other sessions held the tables too long (nothing was changed; retry later)",
+    )
     p.add_argument("--raw-dir", type=Path, help="raw files (default: $RAW_DATA_DIR or data/raw)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
@@ -113,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         run(args, EtlSettings.from_env())
+    except DatabaseBusy as exc:  # the message says nothing was changed, and to retry later
+        log.error("%s", exc)
+        return EX_TEMPFAIL
     except (DataError, ConfigError) as exc:
         log.error("%s", exc)
         log.error("nothing was changed in the database")

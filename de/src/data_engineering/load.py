@@ -2,8 +2,8 @@
 
 The database does the parsing and the checks (types, keys, CHECK constraints) while the file
 streams in, so a load runs at COPY speed; when it refuses a row, its error is translated to
-the file, line and column that caused it. Staged tables are swapped in by the caller's
-transaction, so a failure anywhere leaves every table as it was.
+the file, line and column that caused it. Customer tables are staged and swapped in when the
+caller's transaction ends (data_engineering.db), so a failure anywhere leaves every table as it was.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from psycopg2.extensions import cursor as PgCursor
 from tqdm import tqdm
 
 from data_engineering import DataError
-from data_engineering.db import read_sql, swap_in, table_columns, table_exists, table_sql
+from data_engineering.db import read_sql, source_table, stage, table_columns, table_exists, table_sql
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +152,15 @@ def _check_activity_history(cur: PgCursor, path: Path, table: str) -> None:
 
 
 def load_customers(cur: PgCursor, raw_dir: Path) -> list[StepResult]:
-    """Replace the four customer tables with the files' contents, all or nothing."""
+    """Stage the four customer tables from the files; they replace the live ones at commit."""
     missing = [f"{raw_dir / t}.csv" for t in CUSTOMER_TABLES if not (raw_dir / f"{t}.csv").is_file()]
     if missing:
         raise DataError(f"missing input file(s): {', '.join(missing)}")
     results = []
     for table in CUSTOMER_TABLES:
-        path, staged = raw_dir / f"{table}.csv", f"{table}__new"
+        path = raw_dir / f"{table}.csv"
         started = time.perf_counter()
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staged)))
+        staged = stage(cur, table)
         cur.execute(table_sql(f"tables/{table}.sql", table=staged))
         rows = copy_csv(cur, path, staged)
         if table == "customer_activity":
@@ -169,8 +169,6 @@ def load_customers(cur: PgCursor, raw_dir: Path) -> list[StepResult]:
         cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staged)))
         results.append(StepResult(f"load {table}", rows, time.perf_counter() - started))
         results[-1].log()
-    for table in CUSTOMER_TABLES:
-        swap_in(cur, f"{table}__new", table)
     return results
 
 
@@ -198,8 +196,12 @@ def loaded_months(cur: PgCursor) -> set[date]:
 
 
 def load_sales(cur: PgCursor, raw_dir: Path, months: list[date]) -> list[StepResult]:
-    """Replace each month in `sales` and `monthly_sales`; re-running a month never duplicates."""
-    if not table_exists(cur, "stores"):
+    """Replace each month in `sales` and `monthly_sales`; re-running a month never duplicates.
+
+    Store ids are checked against, and locations read from, the stores this command staged, if any.
+    """
+    stores = {"stores": source_table(cur, "stores")}
+    if not table_exists(cur, stores["stores"]):
         raise DataError("table stores does not exist: run load-customers before load-sales")
     cur.execute(read_sql("sales_tables.sql"))
     results = []
@@ -210,7 +212,7 @@ def load_sales(cur: PgCursor, raw_dir: Path, months: list[date]) -> list[StepRes
         started = time.perf_counter()
         cur.execute(table_sql("tables/sales_staging.sql", table="sales_staging", month=month))
         rows = copy_csv(cur, path, "sales_staging")
-        cur.execute(read_sql("unknown_stores.sql"))
+        cur.execute(table_sql("unknown_stores.sql", sources=stores))
         unknown = [row[0] for row in cur.fetchall()]
         if unknown:
             line = find_line(path, store_idx=str(unknown[0]))
@@ -218,7 +220,7 @@ def load_sales(cur: PgCursor, raw_dir: Path, months: list[date]) -> list[StepRes
                 f"{path}: line {line}, column store_idx: store {unknown[0]} is not in stores.csv"
                 + (f" (unknown stores: {', '.join(map(str, unknown))})" if len(unknown) > 1 else "")
             )
-        cur.execute(read_sql("replace_sales_month.sql"), {"month": month})
+        cur.execute(table_sql("replace_sales_month.sql", sources=stores), {"month": month})
         cur.execute("DROP TABLE sales_staging")
         results.append(StepResult(f"load sales {month:%Y-%m}", rows, time.perf_counter() - started))
         results[-1].log()

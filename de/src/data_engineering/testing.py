@@ -7,7 +7,8 @@ bootstrapped state: tables the test created are dropped, bootstrap tables emptie
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,15 @@ from data_engineering import localdb
 from data_engineering.generate import GeneratorConfig, generate
 from machine_learning_engineering.config import DatabaseSettings
 from machine_learning_engineering.db import connect
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "the condition") -> None:
+    """Poll for an event with a deadline: tests synchronise on what happens, never on a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
 
 
 def write_csv(path: Path, text: str) -> Path:
@@ -42,8 +52,11 @@ class TestDatabase:
 
     cluster: localdb.LocalCluster
     bootstrap_tables: frozenset[str]
+    bootstrap_schemas: frozenset[str] = frozenset()
 
     def settings(self, role: str = "admin") -> DatabaseSettings:
+        """Connection settings for `role`: "etl" to run ETL stages (as production does), the
+        default superuser "admin" only to set up, inspect and tear down."""
         return self.cluster.settings(role)
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -80,7 +93,14 @@ class TestDatabase:
             f' FROM "{table}" AS t'
         )[0][0]
 
+    def schemas(self) -> set[str]:
+        return {r[0] for r in self.query("SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_'")}
+
     def reset(self) -> None:
+        """Back to the bootstrapped state: the ETL's tables (owned by etl_user) and any schema
+        a test made are dropped, bootstrap tables emptied."""
+        for schema in self.schemas() - self.bootstrap_schemas if self.bootstrap_schemas else ():
+            self.query(f'DROP SCHEMA "{schema}" CASCADE')
         for table in self.tables() - self.bootstrap_tables:
             self.query(f'DROP TABLE "{table}" CASCADE')
         for table in self.bootstrap_tables:
@@ -91,7 +111,7 @@ class TestDatabase:
 def companydata_cluster() -> Iterator[TestDatabase]:
     with localdb.temporary_cluster(fast=True) as cluster:
         db = TestDatabase(cluster, frozenset())
-        db.bootstrap_tables = frozenset(db.tables())
+        db.bootstrap_tables, db.bootstrap_schemas = frozenset(db.tables()), frozenset(db.schemas())
         yield db
 
 

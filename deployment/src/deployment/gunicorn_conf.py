@@ -10,8 +10,14 @@ and a one-row prediction pays for spinning up a pool.
 import gc
 import logging
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Every worker writes its metrics here and /metrics sums them (prometheus_client's
+# multiprocess mode). Set before any worker imports prometheus_client; emptied at start.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="companydata-metrics-")
 # The application's own loggers (model switches, prediction-log outages) beside gunicorn's.
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -20,7 +26,9 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = 20
+# Longer than the prediction log's shutdown flush (PREDICTION_LOG_SHUTDOWN_SECONDS), so a
+# worker always gets to spool what it could not write; Compose's stop_grace_period is longer still.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
@@ -38,8 +46,25 @@ def post_worker_init(worker):
     gc.freeze()
 
 
+def on_starting(server):
+    """Start from empty metrics: files of a previous run's workers would be summed in."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    if directory.is_dir():
+        for path in directory.glob("*.db"):
+            path.unlink()
+    else:
+        directory.mkdir(parents=True)
+
+
 def worker_exit(server, worker):
-    """Write what the prediction log still buffers before the worker goes."""
+    """Write what the prediction log still buffers before the worker goes; spool the rest."""
     from machine_learning_engineering.prediction_log import PredictionLogger
 
-    PredictionLogger.close_default(timeout=10)
+    PredictionLogger.close_default()
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges (buffered records, database up) no longer count."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from data_science import registry
 from data_science.model import CustomerModel
+from deployment import metrics
 from machine_learning_engineering.prediction_log import PredictionLogger
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class ModelHolder:
             return False  # the newer directory was incomplete or corrupted: keep serving
         model.prediction_logger = self.logger
         self.model, self.problem = model, None
+        metrics.serving(model.version_ or "unversioned", current)
         log.info("serving model version %s (replacing %s)", model.version_, current or "nothing")
         return True
 

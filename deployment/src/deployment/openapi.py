@@ -33,10 +33,28 @@ def document(categories: list[str] | None, max_batch: int, token_required: bool)
         "413": _error("Body too large."),
         "415": _error("Content-Type is not application/json."),
         "422": _error("Valid JSON that breaks the contract; `details` names each field and problem."),
-        "503": _error("No model loaded yet."),
+        "503": _error("No model loaded yet, or API keys cannot be checked right now."),
     }
     if token_required:
-        refused["401"] = _error("Missing or wrong bearer token.")
+        refused["401"] = _error("Missing or wrong bearer token or API key.")
+    readiness = {
+        "type": "object",
+        "properties": {
+            "status": {"enum": ["ready", "degraded", "unready"]},
+            "model_version": {"type": "string"},
+            "prediction_log": {
+                "type": "object",
+                "properties": {
+                    "state": {"enum": ["ok", "degraded", "failing"]},
+                    "outage_seconds": {"type": ["number", "null"]},
+                    "buffered": {"type": "integer"},
+                    "last_error": {"type": ["string", "null"]},
+                },
+            },
+            "api_keys": {"enum": ["loaded", "unavailable"]},
+        },
+        "required": ["status", "model_version", "prediction_log"],
+    }
     security = [{"bearer": []}] if token_required else []
     return {
         "openapi": "3.1.0",
@@ -83,16 +101,26 @@ def document(categories: list[str] | None, max_batch: int, token_required: bool)
             },
             "/ready": {
                 "get": {
-                    "summary": "A model is loaded and predictions can be served.",
+                    "summary": "A model is loaded and its predictions can be recorded.",
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "properties": {"status": {"const": "ready"}, "model_version": {"type": "string"}},
-                            },
-                            "Ready.",
+                            readiness, "Ready; `degraded` while the prediction log buffers through an outage."
                         ),
-                        "503": _error("No model loaded yet."),
+                        "503": _json(
+                            {"anyOf": [{"$ref": REF.format(model="ErrorResponse")}, readiness]},
+                            "No model loaded yet, or the prediction log could not be written for too long.",
+                        ),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics: requests, latency, prediction log, model version.",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
                     },
                 }
             },

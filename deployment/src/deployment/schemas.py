@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from annotated_types import Interval
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # The challenge's example request: the OpenAPI example, the tests' baseline, example_request.py.
@@ -16,6 +17,11 @@ def _integral(value: Any) -> Any:
 
 
 Integer = Annotated[int, BeforeValidator(_integral)]
+# The widest values the database holds for these columns (predictions.client_idx is bigint;
+# the feature columns are integer): a larger one would be answered but never logged.
+BIGINT_MAX = 2**63 - 1
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+Int32 = Annotated[int, Interval(ge=INT_MIN, le=INT_MAX), BeforeValidator(_integral)]
 
 
 class Strict(BaseModel):
@@ -24,18 +30,18 @@ class Strict(BaseModel):
 
 
 class Features(Strict):
-    attr_a: Integer = Field(description="Profile attribute, a whole number (1-5 in the data).", examples=[1])
+    attr_a: Integer = Field(
+        ge=INT_MIN, le=INT_MAX, description="Profile attribute, a whole number (1-5 in the data).", examples=[1]
+    )
     attr_b: str = Field(description="Profile category; one of those the model was trained on.", examples=["c"])
     scd_a: float | None = Field(
         description="Current activity score; null for a client without activity.", examples=[0.55]
     )
-    scd_b: Integer | None = Field(
-        description="Current activity level; null for a client without activity.", examples=[3]
-    )
+    scd_b: Int32 | None = Field(description="Current activity level; null for a client without activity.", examples=[3])
 
 
 class PredictRequest(Strict):
-    idx: Integer = Field(ge=0, description="The client's id.", examples=[150000])
+    idx: Integer = Field(ge=0, le=BIGINT_MAX, description="The client's id.", examples=[150000])
     features: Features
 
 

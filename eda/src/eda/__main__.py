@@ -1,4 +1,8 @@
-"""`python -m eda render | serve | run`: render the PDF, serve it, or both (the container)."""
+"""`python -m eda render | run`: render the PDF; `run` first waits for feature_store (the container).
+
+Serving is not this package's job: in the stack the proxy (deployment/proxy) serves the PDF
+from the volume this renders into, so `run` exits 0 once the PDF is written.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from typing import Any
 
 from eda.config import EdaSettings
 from eda.render import RenderError, render
-from eda.serve import serve
 from machine_learning_engineering.config import ConfigError
 from machine_learning_engineering.db import TableNotReady, wait_for_table
 
@@ -30,7 +33,7 @@ def parameter(text: str) -> tuple[str, Any]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eda", description=__doc__)
-    p.add_argument("command", choices=["render", "serve", "run"])
+    p.add_argument("command", choices=["render", "run"])
     p.add_argument("--output", type=Path, help="PDF path (default: EDA_OUTPUT or eda/eda.pdf)")
     p.add_argument("--notebook", type=Path, help="another notebook to execute (default: the packaged one)")
     p.add_argument("--wait", action="store_true", help="wait for feature_store first (always on for `run`)")
@@ -46,12 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = EdaSettings.from_env()
         pdf = args.output or settings.output
-        if args.command in ("render", "run"):
-            if args.wait or args.command == "run":
-                wait_for_table(settings.database, "feature_store", settings.wait_timeout)
-            render(pdf, {**settings.parameters(), **dict(args.parameter)}, args.notebook)
-        if args.command in ("serve", "run"):
-            serve(pdf, settings.port)
+        if args.wait or args.command == "run":
+            wait_for_table(settings.database, "feature_store", settings.wait_timeout)
+        render(pdf, {**settings.parameters(), **dict(args.parameter)}, args.notebook)
     except (ConfigError, TableNotReady, RenderError) as exc:
         log.error("%s", exc)
         return 1

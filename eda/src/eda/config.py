@@ -21,7 +21,6 @@ class EdaSettings:
     sample_size: int
     cv_folds: int
     wait_timeout: float
-    port: int
     database: DatabaseSettings
 
     @classmethod
@@ -32,7 +31,6 @@ class EdaSettings:
             sample_size=int(number_from_env(env, "EDA_SAMPLE_SIZE", 100_000, 0)),
             cv_folds=int(number_from_env(env, "EDA_CV_FOLDS", 5, 1, 21)),
             wait_timeout=number_from_env(env, "EDA_WAIT_TIMEOUT", 3600.0),
-            port=int(number_from_env(env, "EDA_PORT", 8081, 0, 65536)),
             database=DatabaseSettings.from_env("ds", env),
         )
 

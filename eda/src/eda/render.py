@@ -57,7 +57,7 @@ def execute(notebook: Path, executed: Path, parameters: dict[str, Any]) -> nbfor
 
 
 def to_pdf(notebook: nbformat.NotebookNode, pdf: Path) -> None:
-    """Write the PDF atomically: readers (and the HTTP server) never see half a file."""
+    """Write the PDF atomically: readers (the proxy serving it) never see half a file."""
     # "basic" is markup without the browser template's flexbox layout, which WeasyPrint
     # cannot split across pages; print.css and Pygments' colours style it for paper.
     body, _ = HTMLExporter(template_name="basic").from_notebook_node(notebook)

@@ -8,17 +8,23 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-Role = Literal["admin", "ds", "mle"]
+Role = Literal["admin", "etl", "ds", "mle", "api_admin"]
 
 # Role -> (login name, variable holding its password). The login names are fixed by the
-# database bootstrap (de/db/init); only the passwords are deployment secrets.
+# database bootstrap (de/db/init); only the passwords are deployment secrets. `admin` is the
+# superuser, used by the bootstrap alone; every service logs in as the role its job needs.
 ROLE_LOGINS: dict[str, tuple[str, str]] = {
     "admin": ("admin", "ADMIN_DB_PASSWORD"),
+    "etl": ("etl_user", "ETL_DB_PASSWORD"),
     "ds": ("ds_user", "DS_DB_PASSWORD"),
     "mle": ("mle_user", "MLE_DB_PASSWORD"),
+    "api_admin": ("api_admin", "API_ADMIN_DB_PASSWORD"),
 }
+# The shortest API_TOKEN a production stack accepts.
+MIN_PRODUCTION_TOKEN = 16
 
 
 class ConfigError(ValueError):
@@ -76,3 +82,51 @@ class DatabaseSettings:
     def where(self) -> str:
         """A log-safe description of the target."""
         return f"{self.user}@{self.host}:{self.port}/{self.name}"
+
+
+@dataclass(frozen=True)
+class PredictionLogSettings:
+    """How the prediction log buffers, spools and reports (the API's writer of `predictions`)."""
+
+    database: DatabaseSettings
+    # Where unwritten records go on shutdown or overflow, to be replayed later; None: nowhere.
+    spool_dir: Path | None = None
+    capacity: int = 100_000
+    shutdown_flush_seconds: float = 5.0
+    # How long the log may be unwritable before /ready says so with a 503.
+    outage_unready_seconds: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PredictionLogSettings:
+        env = os.environ if env is None else env
+        spool = env.get("PREDICTION_SPOOL_DIR", "")
+        return cls(
+            database=DatabaseSettings.from_env("mle", env),
+            spool_dir=Path(spool) if spool else None,
+            capacity=int(number_from_env(env, "PREDICTION_LOG_CAPACITY", 100_000, 0, 100_000_001)),
+            shutdown_flush_seconds=number_from_env(env, "PREDICTION_LOG_SHUTDOWN_SECONDS", 5.0, 0, 600),
+            outage_unready_seconds=number_from_env(env, "READY_LOG_OUTAGE_SECONDS", 60.0, 0, 86_400),
+        )
+
+
+def production_problems(env: Mapping[str, str] | None = None) -> list[str]:
+    """Why this environment must not run as `STACK_ENV=production` (empty when it may).
+
+    The documented development defaults (each password equal to its login name) are public:
+    a production stack that still uses one is open to anyone who read the README.
+    """
+    env = os.environ if env is None else env
+    if (env.get("STACK_ENV", "") or "development").strip().lower() != "production":
+        return []
+    problems = []
+    for user, variable in ROLE_LOGINS.values():
+        password = env.get(variable, "")
+        if password in ("", user):
+            problems.append(f"{variable} is {'unset' if not password else 'the documented default'}: set a password")
+    token = env.get("API_TOKEN", "")
+    if len(token) < MIN_PRODUCTION_TOKEN:
+        problems.append(
+            f"API_TOKEN is {'unset' if not token else 'too short'}: production needs a bearer token of at least "
+            f"{MIN_PRODUCTION_TOKEN} characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return problems

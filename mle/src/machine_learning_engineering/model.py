@@ -48,14 +48,17 @@ class MLEModel(ABC):
         """Labels and P(label = 1) per row. Override to compute both in one pass."""
         return np.asarray(self.predict(features)), None
 
-    def predict_with_logging(self, client_idx: Any, features: pd.DataFrame, *, with_probability: bool = False) -> Any:
+    def predict_with_logging(
+        self, client_idx: Any, features: pd.DataFrame, *, with_probability: bool = False, api_key: str | None = None
+    ) -> Any:
         """Predict, record each prediction, and return the label(s).
 
         The challenge's API calls `predict_with_logging(data["idx"], pd.DataFrame([data["features"]]))`:
         one client idx and a one-row frame, returning that row's label. A sequence of idx with a
         frame of as many rows returns an array of labels. `with_probability=True` returns
         (labels, probabilities) instead, so a caller that shows the probability still takes this
-        one logged path. Recording never raises: the logger buffers while its database is away.
+        one logged path. `api_key` names the caller's key in the record. Recording never raises:
+        the logger buffers while its database is away.
         """
         single = np.ndim(client_idx) == 0
         idx: Sequence[Any] = [client_idx] if single else list(client_idx)
@@ -63,7 +66,8 @@ class MLEModel(ABC):
             raise ValueError(f"{len(idx)} client idx for {len(features)} feature rows")
         labels, probabilities = self.predict_labels_and_probabilities(features)
         logger = self.prediction_logger or PredictionLogger.default()
-        logger.log(PredictionRecord.batch(idx, labels, probabilities, self.version_ or "unversioned", features))
+        version = self.version_ or "unversioned"
+        logger.log(PredictionRecord.batch(idx, labels, probabilities, version, features, api_key))
         if with_probability:
             if single:
                 return labels[0].item(), None if probabilities is None else float(probabilities[0])

@@ -11,6 +11,6 @@ DELETE FROM monthly_sales WHERE sale_month = %(month)s;
 INSERT INTO monthly_sales (store_idx, location, sale_month, value)
 SELECT s.store_idx, st.location, s.sale_month, sum(s.value)
 FROM sales AS s
-JOIN stores AS st ON st.idx = s.store_idx
+JOIN {stores} AS st ON st.idx = s.store_idx
 WHERE s.sale_month = %(month)s
 GROUP BY s.store_idx, st.location, s.sale_month;

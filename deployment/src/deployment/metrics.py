@@ -1,0 +1,41 @@
+"""The API's Prometheus metrics and the `/metrics` exposition.
+
+gunicorn runs several worker processes; `deployment.gunicorn_conf` points
+`PROMETHEUS_MULTIPROC_DIR` at a fresh directory before any worker imports prometheus_client,
+so each worker writes its values there and whichever worker answers `/metrics` reports the
+sum over all of them. Without that variable (tests, a plain Flask run) the metrics are the
+process's own.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported for the view)
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+REQUESTS = Counter("api_requests", "HTTP requests answered, by route and status.", ["endpoint", "status"])
+LATENCY = Histogram(
+    "api_request_duration_seconds",
+    "Time from the request reaching Flask to the response leaving it, by route.",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+SCORED = Counter("api_predictions", "Rows scored (one per /predict, n per /predict/batch).")
+MODEL = Gauge("api_model_info", "1 for the model version served, 0 for versions served before.", ["version"],
+              multiprocess_mode="livemax")  # fmt: skip
+
+
+def exposition() -> bytes:
+    """Every metric in Prometheus' text format, summed over the gunicorn workers when there are several."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def serving(version: str, previous: str | None) -> None:
+    if previous is not None:
+        MODEL.labels(previous).set(0)
+    MODEL.labels(version).set(1)
