@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from deployment import keys
 from deployment.keys import KeyRing, create_key, revoke_key
 from deployment.schemas import EXAMPLE_REQUEST
 
@@ -94,3 +96,28 @@ def test_an_unreadable_key_table_fails_closed_and_the_token_still_works(make_app
     assert predict(with_token, 3, bearer(TOKEN)).status_code == 200
     assert predict(with_token, 4, bearer(key)).status_code == 503
     assert with_token.get("/ready").json["api_keys"] == "unavailable"
+
+
+def test_a_key_created_after_the_last_refresh_works_at_once(
+    make_app, companydata, logger, keyring, monkeypatch
+) -> None:
+    monkeypatch.setattr(keys, "ON_DEMAND_REFRESH_SECONDS", 0.0)
+    keyring.refresh()  # no keys yet: the API is open
+    client = make_app(keyring=keyring).test_client()
+    key, _ = create_key(companydata.settings("api_admin"), "fresh")
+    assert predict(client, 1, bearer(key)).status_code == 200  # an unknown key_id re-reads the table
+    assert predict(client, 2).status_code == 401  # ... and from then on keys are required
+    assert logger.flush() and logged_keys(companydata) == {1: "fresh"}
+
+
+def test_key_shaped_garbage_rereads_the_table_at_most_once_a_second(make_app, companydata, keyring) -> None:
+    keyring.refresh()
+    reads = []
+    refresh = keyring.refresh
+    keyring.refresh = lambda: reads.append(1) or refresh()  # type: ignore[method-assign]
+    client = make_app(keyring=keyring).test_client()
+    started = time.monotonic()
+    for n in range(50):
+        garbage = f"{keys.PREFIX}{n:08d}_{'x' * keys.SECRET_LENGTH}"
+        assert predict(client, n, bearer(garbage)).status_code == 200  # open API: ignored, not hashed
+    assert len(reads) <= 1 + (time.monotonic() - started) / keys.ON_DEMAND_REFRESH_SECONDS

@@ -162,10 +162,8 @@ def create_app(
 
     def caller() -> str | None:
         """Who asks: a key's name, TOKEN_NAME, or None on an open API; else 401 / 503."""
-        if not auth_required():
-            return None
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        presented = scheme.lower() == "bearer" and credential
+        presented = scheme.lower() == "bearer" and bool(credential)
         if presented:
             if settings.api_token and hmac.compare_digest(credential.encode(), settings.api_token.encode()):
                 return TOKEN_NAME
@@ -175,6 +173,8 @@ def create_app(
                 name = None
             if name is not None:
                 return name
+        if not auth_required():
+            return None
         if presented and keyring is not None and not keyring.loaded:
             raise ApiError(
                 503,

@@ -22,6 +22,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -44,6 +45,9 @@ _KEY = re.compile(rf"{PREFIX}([A-Za-z0-9_-]{{{KEY_ID_LENGTH}}})_([A-Za-z0-9_-]{{
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Distinct wrong keys remembered per process; beyond this the oldest are forgotten (bounded memory).
 MAX_CACHED_FAILURES = 4096
+# An unknown key_id re-reads the table at once (a key created a moment ago works at once), but
+# no more often than this, so key-shaped garbage cannot turn requests into database queries.
+ON_DEMAND_REFRESH_SECONDS = 1.0
 
 
 def make_hasher() -> PasswordHasher:
@@ -99,6 +103,7 @@ class KeyRing:
         self.refresh_seconds = refresh_seconds
         self.hasher = hasher or make_hasher()
         self.last_error: str | None = "not loaded yet"
+        self._last_refresh = float("-inf")
         self._rows: dict[str, _Row] | None = None  # key_id -> row; None until the first load
         self._verified: dict[str, _Row] = {}  # sha256(key) -> the row it verified against
         self._failed: dict[str, _Row] = {}  # sha256(key) -> the row it failed against
@@ -121,6 +126,7 @@ class KeyRing:
     def refresh(self) -> bool:
         """Re-read the table in one query; True on success. When the database cannot be
         reached, the last table read stays in force and `last_error` says why."""
+        self._last_refresh = time.monotonic()
         try:
             conn = connect_once(self.settings, "api-keyring")
             try:
@@ -165,6 +171,9 @@ class KeyRing:
         if rows is None:
             raise KeyStoreUnavailable(f"API keys not loaded: {self.last_error}")
         row = rows.get(key_id)
+        if row is None and time.monotonic() - self._last_refresh >= ON_DEMAND_REFRESH_SECONDS:
+            self.refresh()  # perhaps created since the last refresh
+            row = (self._rows or {}).get(key_id)
         if row is None or row.revoked:
             return None
         digest = hashlib.sha256(presented.encode()).hexdigest()
