@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PACKAGES := mle de ds deployment eda
+UV_VERSION := 0.13.9
+UV_DIR := build/uv-$(UV_VERSION)
+UV := $(UV_DIR)/bin/uv
 COMPOSE ?= docker compose
 BENCH_DIR ?= bench/data
 # make demo: a project-local cluster, models and API, all under .demo/ (make stop ends them).
@@ -13,7 +16,7 @@ DEMO_API_PORT ?= 5000
 DEMO_ENV = DB_HOSTNAME=127.0.0.1 DB_PORT=$(DEMO_DB_PORT) MODEL_DIR=$(DEMO_DIR)/models RAW_DATA_DIR=$(DEMO_DIR)/raw
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format etl train example eda demo stop compose-test bench bench-etl bench-model bench-serve up down logs clean api-key revoke-key
+.PHONY: help install lock lock-check test lint format etl train models promote rollback example eda demo stop compose-test bench bench-etl bench-model bench-serve up down logs clean api-key revoke-key
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,9 +24,21 @@ help: ## list the targets
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-install: $(PY) ## create .venv and install every package (editable) and the test tools
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(foreach p,$(PACKAGES),-e ./$(p)) pytest pytest-timeout ruff playwright schemathesis
+# --compile-bytecode, as pip did: where PYTHONDONTWRITEBYTECODE is set, imports would compile every time.
+install: $(PY) $(UV) ## create .venv with the locked versions (uv.lock) of every package (editable) and the test tools
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --all-packages --compile-bytecode --python $(PY)
+	@$(UV) lock --check --quiet 2>/dev/null || echo "install: WARNING: uv.lock is out of date with a pyproject.toml; run make lock"
+
+# uv (pinned; the root pyproject.toml requires exactly this version) lives outside the venv it manages;
+# the venv's pip fetches it (Debian's python3 has no pip of its own).
+$(UV): | $(PY)
+	PIP_ROOT_USER_ACTION=ignore $(PY) -m pip install --quiet --disable-pip-version-check --target $(UV_DIR) uv==$(UV_VERSION)
+
+lock: $(UV) ## re-lock uv.lock after a pyproject.toml changed (one upgrade: ARGS="--upgrade-package X")
+	$(UV) lock $(ARGS)
+
+lock-check: $(UV) ## fail when uv.lock does not match the pyproject.toml files (CI)
+	$(UV) lock --check
 
 test: ## run every package's tests against a real PostgreSQL that the tests start themselves
 	@rm -rf build/test-results && mkdir -p build/test-results; status=0; \
@@ -46,8 +61,18 @@ format: ## ruff: fix what can be fixed and format
 etl: ## run the whole ETL inside the running compose stack
 	$(COMPOSE) run --rm etl python -m data_engineering etl
 
-train: ## train a new model version inside the running compose stack
-	$(COMPOSE) run --rm model-training python -m data_science.train
+train: ## train a candidate in the running stack; it becomes champion only if it passes (ARGS="--max-iter 200 --no-promote")
+	$(COMPOSE) run --rm -e USER=$${USER:-unknown} model-training python -m data_science.train $(ARGS)
+
+models: ## list model versions: champion, candidates, rejected
+	$(COMPOSE) run --rm --no-deps model-training python -m data_science.registry list
+
+promote: ## make VERSION the champion: make promote VERSION=... REASON="..."
+	@test -n "$(VERSION)" || { echo "usage: make promote VERSION=<version> REASON=\"why\""; exit 2; }
+	$(COMPOSE) run --rm --no-deps -e USER=$${USER:-unknown} model-training python -m data_science.registry promote $(VERSION) --reason "$(REASON)"
+
+rollback: ## back to the previous champion: make rollback REASON="..."
+	$(COMPOSE) run --rm --no-deps -e USER=$${USER:-unknown} model-training python -m data_science.registry rollback --reason "$(REASON)"
 
 eda: ## re-render the EDA from the running stack's database: served by the proxy and copied to eda/eda.pdf
 	$(COMPOSE) run --rm --no-deps eda python -m eda render

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from data_engineering.testing import wait_until
@@ -21,6 +22,10 @@ def test_health_ready_model_and_openapi(client, trained) -> None:
     assert client.get("/ready").json == {
         "status": "ready",
         "model_version": trained.version_,
+        "model_role": "fallback",  # the fixture's model_dir has a version but no champion pointer
+        "champion_version": None,
+        "no_skill": False,
+        "fallback_reason": "no champion yet: serving the best version that loads",
         "prediction_log": {"state": "ok", "outage_seconds": None, "buffered": 0, "last_error": None},
     }
     metadata = client.get("/model").json
@@ -29,7 +34,8 @@ def test_health_ready_model_and_openapi(client, trained) -> None:
     assert spec["openapi"] == "3.1.0" and {"/predict", "/predict/batch", "/health", "/ready", "/model"} <= set(
         spec["paths"]
     )
-    assert spec["components"]["schemas"]["Features"]["properties"]["attr_b"]["enum"] == ["a", "b", "c", "d"]
+    attr_b = spec["components"]["schemas"]["Features"]["properties"]["attr_b"]
+    assert "Known to the served model: a, b, c, d." in attr_b["description"] and "enum" not in json.dumps(attr_b)
 
 
 def test_challenge_request_is_answered_and_logged_once(client, companydata, logger, trained) -> None:
@@ -83,7 +89,8 @@ def bad(field: str, value) -> dict:
         (bad("features.attr_a", 1.5), "features.attr_a", "valid integer"),
         (bad("features.scd_b", 2.5), "features.scd_b", "valid integer"),
         (bad("features.attr_b", 3), "features.attr_b", "valid string"),
-        (bad("features.attr_b", "z"), "features.attr_b", "unknown category 'z'; known: a, b, c, d"),
+        (bad("features.attr_b", "a\u0000b"), "features.attr_b", "should match pattern"),
+        (bad("features.attr_b", "z" * 201), "features.attr_b", "at most 200 characters"),
         (bad("idx", -1), "idx", "greater than or equal to 0"),
         (bad("idx", 1.5), "idx", "valid integer"),
         (bad("idx", "150000"), "idx", "valid integer"),
@@ -122,7 +129,7 @@ def test_batch_bounds(make_app) -> None:
     ]
     too_many = client.post("/predict/batch", json=[CHALLENGE_REQUEST] * 6)
     assert too_many.status_code == 422 and "not 6" in too_many.json["details"][0]["problem"]
-    one_bad = [CHALLENGE_REQUEST, bad("features.attr_b", "q")]
+    one_bad = [CHALLENGE_REQUEST, bad("features.attr_b", 7)]
     response = client.post("/predict/batch", json=one_bad)
     assert response.status_code == 422 and response.json["details"][0]["field"] == "[1].features.attr_b"
     typed = client.post("/predict/batch", json=[CHALLENGE_REQUEST, bad("idx", -4)])
@@ -191,12 +198,9 @@ def test_colons_inside_strings_do_not_make_a_valid_body_a_duplicate(client) -> N
     body = {"idx": 3, "features": {**FEATURES, "attr_b": "c"}}
     raw = json.dumps(body, indent=1).replace('"idx":', '"idx"  :')  # whitespace before colons is still JSON
     assert client.post("/predict", data=raw, content_type="application/json").status_code == 200
-    assert (
-        client.post("/predict", data=raw.replace('"c"', '"c:d:e"'), content_type="application/json").json["details"][0][
-            "field"
-        ]
-        == "features.attr_b"
-    )  # the colon-rich value is checked as a category, not as a duplicate
+    colons = client.post("/predict", data=raw.replace('"c"', '"c:d:e"'), content_type="application/json")
+    assert colons.status_code == 200  # the colon-rich value is an (unknown) category, not a duplicate
+    assert colons.json["warnings"] == ["attr_b: unknown category 'c:d:e', scored as missing"]
 
 
 @pytest.mark.parametrize(
@@ -258,3 +262,25 @@ def test_ready_reports_a_degraded_then_failing_log_and_recovers(model_dir, compa
     wait_until(lambda: client.get("/ready").status_code == 200, timeout=60)
     assert logger.flush() and companydata.query("SELECT count(*) FROM predictions") == [(1,)]
     logger.close()
+
+
+def test_every_feature_may_be_null_and_is_logged_as_null(client, companydata, logger, trained) -> None:
+    nothing = {"idx": 9, "features": {name: None for name in FEATURES}}
+    response = client.post("/predict", json=nothing)
+    assert response.status_code == 200 and response.json["warnings"] == []
+    expected = trained.predict_proba(pd.DataFrame([nothing["features"]]))[0, 1]
+    assert response.json["probability"] == pytest.approx(expected)
+    assert logger.flush()
+    assert companydata.query("SELECT features FROM predictions WHERE client_idx = 9") == [(nothing["features"],)]
+
+
+def test_an_unknown_category_is_scored_as_missing_and_flagged_not_refused(client, trained) -> None:
+    new_store = client.post("/predict", json=bad("features.attr_b", "new-store"))
+    missing = client.post("/predict", json=bad("features.attr_b", None))
+    assert new_store.status_code == 200 and missing.status_code == 200
+    assert new_store.json["warnings"] == ["attr_b: unknown category 'new-store', scored as missing"]
+    assert new_store.json["probability"] == pytest.approx(missing.json["probability"])
+    batch = client.post("/predict/batch", json=[CHALLENGE_REQUEST, bad("features.attr_b", "z")]).json["predictions"]
+    assert [p["warnings"] for p in batch] == [[], ["attr_b: unknown category 'z', scored as missing"]]
+    spec = client.get("/openapi.json").json["components"]["schemas"]["Features"]
+    assert all({"type": "null"} in spec["properties"][name]["anyOf"] for name in FEATURES)

@@ -21,20 +21,24 @@ def test_clean_frame_comes_back_in_contract_order_and_dtypes() -> None:
     assert out.dtypes.astype(str).tolist() == ["float64", "object", "float64", "float64"]
 
 
-def test_missing_activity_features_are_allowed() -> None:
-    out = validate_features(frame(scd_a=None, scd_b=np.nan))
-    assert out["scd_a"].isna().tolist() == [False, True] and out["scd_b"].isna().tolist() == [False, True]
+def test_every_feature_may_be_missing() -> None:
+    out = validate_features(frame(attr_a=None, attr_b=np.nan, scd_a=None, scd_b=np.nan))
+    assert out.isna().to_numpy().tolist() == [[False] * 4, [True] * 4]
+
+
+def test_errors_name_the_client_idx_when_the_frame_has_one() -> None:
+    with pytest.raises(FeatureError, match="attr_a must be a number: 'abc' in client idx 1007"):
+        validate_features(frame(attr_a="abc").assign(idx=[1003, 1007]))
+    with pytest.raises(FeatureError, match="label must be 0 or 1: 2 in client idx 8"):
+        validate_labels(pd.DataFrame({"idx": [5, 8], "label": [0, 2]}))
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"attr_a": "abc"}, r"attr_a must be a number: 'abc' in row 1"),
-        ({"attr_a": None}, r"attr_a is required but missing \(null or NaN\) in row 1"),
-        ({"attr_a": np.nan}, r"attr_a is required but missing"),
         ({"attr_a": 2.5}, r"attr_a must be a whole number: 2.5 in row 1"),
         ({"attr_a": True}, r"attr_a must be a number, not a boolean"),
-        ({"attr_b": None}, r"attr_b is required but missing"),
         ({"attr_b": 7}, r"attr_b must be text: 7 in row 1"),
         ({"scd_a": float("inf")}, r"scd_a must be finite: infinity in row 1"),
         ({"scd_a": "x"}, r"scd_a must be a number: 'x' in row 1"),

@@ -52,8 +52,8 @@ def test_bad_frames_are_refused_clearly(fitted) -> None:
         fitted.predict(pd.DataFrame([{"attr_a": 1, "attr_b": "a", "scd_a": 0.1}]))
     with pytest.raises(FeatureError, match="attr_a must be a number: 'one'"):
         fitted.predict(pd.DataFrame([{"attr_a": "one", "attr_b": "a", "scd_a": 0.1, "scd_b": 1}]))
-    with pytest.raises(FeatureError, match="attr_a is required but missing"):
-        fitted.predict(pd.DataFrame([{"attr_a": np.nan, "attr_b": "a", "scd_a": 0.1, "scd_b": 1}]))
+    with pytest.raises(FeatureError, match="scd_a must be finite: infinity in client idx 77"):
+        fitted.predict(pd.DataFrame([{"idx": 77, "attr_a": 1, "attr_b": "a", "scd_a": np.inf, "scd_b": 1}]))
 
 
 def test_one_class_cannot_be_fitted(feature_frame) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from data_engineering.testing import wait_until
+from data_science import registry
 from data_science.train import UnusableData, check_training_data, train
 
 
@@ -35,21 +37,41 @@ def publish_feature_store(db, frame: pd.DataFrame) -> None:
     db.query(f"INSERT INTO feature_store VALUES {rows}", role="etl")
 
 
+class Output:
+    """A job's output, read line by line as it comes, so a test can wait for a line."""
+
+    def __init__(self, job: subprocess.Popen[str]) -> None:
+        self.job, self.lines = job, []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(job.stdout), daemon=True)
+        self.reader.start()
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        wait_until(lambda: any(text in line for line in list(self.lines)) or self.job.poll() is not None, timeout, text)
+        assert any(text in line for line in self.lines), "".join(self.lines)
+
+    def finish(self, timeout: float) -> str:
+        self.job.wait(timeout=timeout)
+        self.reader.join(timeout=timeout)
+        return "".join(self.lines)
+
+
 def test_training_started_before_the_etl_waits_then_trains(companydata, feature_frame, model_dir) -> None:
     job = start_training(companydata, model_dir, "--wait-timeout", "120")
-    time.sleep(2.5)
+    output = Output(job)
+    output.wait_for("waiting: table feature_store does not exist yet (check 1)", timeout=60)
     assert job.poll() is None  # still waiting, not crashed
     publish_feature_store(companydata, feature_frame)
-    output, _ = job.communicate(timeout=300)
-    assert job.returncode == 0, output
-    assert "waiting: table feature_store does not exist yet (check 1)" in output
-    assert "table feature_store is ready" in output
-    versions = [p for p in model_dir.iterdir() if not p.name.startswith(".")]
+    text = output.finish(timeout=300)
+    assert job.returncode == 0, text
+    assert "table feature_store is ready" in text
+    versions = registry.versions(model_dir)
     assert len(versions) == 1
-    summary = output.strip().splitlines()[-1]
-    assert f"model {versions[0].name}: trained on 4,800 rows" in summary
+    assert registry.champion(model_dir) == versions[0]  # the first version that predicts becomes champion
+    summary = next(line for line in text.splitlines() if f"model {versions[0]}: trained on" in line)
+    assert f"model {versions[0]}: trained on 4,774 rows" in summary  # the clients whose idx hash is not held out
     assert "(majority 0.500, stratified" in summary and "| skill |" in summary
-    metadata = json.loads((versions[0] / "metadata.json").read_text())
+    assert f"PROMOTED {versions[0]} to champion" in text
+    metadata = json.loads((model_dir / versions[0] / "metadata.json").read_text())
     assert metadata["evaluation"]["has_skill"] is True
     assert set(metadata["evaluation"]["baselines"]) == {"majority", "stratified"}
     assert set(metadata["evaluation"]["metrics"]) >= {"roc_auc", "accuracy", "f1", "log_loss"}
@@ -91,3 +113,19 @@ def test_labels_independent_of_the_features_are_reported_as_no_skill(feature_fra
     assert evaluation["verdict"].startswith("NO SKILL: holdout ROC AUC 0.")
     assert abs(evaluation["metrics"]["roc_auc"] - 0.5) < 0.06
     assert len(holdout) == evaluation["holdout_rows"]
+
+
+def test_a_rejected_candidate_is_loud_but_does_not_fail_the_start(companydata, feature_frame, model_dir) -> None:
+    """Compose starts the API after this job exits 0: a champion that serves must not be blocked."""
+    champion = train(feature_frame, test_size=0.2, seed=42, params={"max_iter": 60})[0]
+    registry.promote(model_dir, champion.save(model_dir).name, "the good one")
+    publish_feature_store(companydata, feature_frame.head(1500))  # a truncated labels.csv
+    job = start_training(companydata, model_dir, "--wait-timeout", "5", "--max-iter", "60")
+    output, _ = job.communicate(timeout=120)
+    assert job.returncode == 0, output
+    assert f"ERROR data_science.train: NOT PROMOTED: the champion {champion.version_} keeps serving" in output
+    assert registry.champion(model_dir) == champion.version_
+    strict = start_training(companydata, model_dir, "--wait-timeout", "5", "--max-iter", "60", "--strict")
+    output, _ = strict.communicate(timeout=120)
+    assert strict.returncode == 3 and "NOT PROMOTED" in output, output
+    assert registry.champion(model_dir) == champion.version_ and len(registry.versions(model_dir)) == 3

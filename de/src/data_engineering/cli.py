@@ -66,7 +66,7 @@ def _sales_months(cur, raw_dir: Path, args: argparse.Namespace) -> list[date]:
 
 def run(args: argparse.Namespace, settings: EtlSettings) -> None:
     if args.command == "generate":
-        generate(args.out, GeneratorConfig(args.customers, args.months, args.seed), truth=args.truth)
+        generate(args.out, GeneratorConfig(args.customers, args.months, args.seed, args.missing_rate), truth=args.truth)
         return
     raw_dir = args.raw_dir or settings.raw_data_dir
     if args.command in ("load-customers", "load-sales", "etl"):
@@ -97,6 +97,9 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--months", type=positive_int, default=GeneratorConfig.months, help="sales months from 2020-01")
     gen.add_argument("--seed", type=int, default=GeneratorConfig.seed)
     gen.add_argument("--truth", type=Path, help="also write each client's true P(label = 1) to this CSV")
+    gen.add_argument(
+        "--missing-rate", type=float, default=0.0, help="share of attr_a and attr_b cells left empty (default 0)"
+    )
 
     sub.add_parser("load-customers", help="replace the customer tables from the customer files")
 

@@ -43,10 +43,15 @@ class GeneratorConfig:
     customers: int = 150_000
     months: int = 34  # 2020-01 through 2022-10, as in the original bucket
     seed: int = 42
+    # Share of attr_a and attr_b cells left empty in customer_profiles.csv, as in real exports.
+    # The labels are drawn from the complete values first, so the signal is the same.
+    missing_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.customers < 1 or self.months < 1:
             raise ValueError("customers and months must be at least 1")
+        if not 0.0 <= self.missing_rate < 1.0:
+            raise ValueError("missing_rate must be at least 0 and below 1")
 
 
 def true_probability(attr_a: np.ndarray, attr_b: np.ndarray, scd_a: np.ndarray, scd_b: np.ndarray) -> np.ndarray:
@@ -124,7 +129,6 @@ def generate(out: Path, config: GeneratorConfig = GeneratorConfig(), truth: Path
             "attr_c": np.where(rng.random(config.customers) < 0.5, "yes", "no"),
         }
     )
-    profiles.to_csv(out / "customer_profiles.csv", index=False)
     steps.update()
 
     activity = _activity(rng, idx, max(int(days), 8))
@@ -141,6 +145,13 @@ def generate(out: Path, config: GeneratorConfig = GeneratorConfig(), truth: Path
     pd.DataFrame({"idx": idx, "label": (rng.random(config.customers) < p).astype(int)}).to_csv(
         out / "labels.csv", index=False
     )
+    if config.missing_rate > 0:  # its own random stream: the default dataset's bytes stay the same
+        blank = np.random.default_rng([config.seed, 1])
+        for column in ("attr_a", "attr_b"):
+            profiles[column] = (
+                profiles[column].astype(object).where(blank.random(config.customers) >= config.missing_rate)
+            )
+    profiles.to_csv(out / "customer_profiles.csv", index=False)
     if truth is not None:
         truth.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"idx": idx, "p_label": p}).to_csv(truth, index=False)

@@ -24,17 +24,19 @@ from flask import Flask, Response, g, jsonify, render_template, request
 from pydantic import TypeAdapter, ValidationError
 from werkzeug.exceptions import HTTPException
 
+from data_science.features import SCHEMA
 from deployment import metrics
 from deployment.config import ServeSettings
 from deployment.keys import KeyRing, KeyStoreUnavailable
 from deployment.model_holder import ModelHolder
 from deployment.openapi import document
-from deployment.schemas import Features, PredictRequest, PredictResponse
+from deployment.schemas import EXAMPLE_REQUEST, Features, PredictRequest, PredictResponse
 from machine_learning_engineering.config import DatabaseSettings
 from machine_learning_engineering.prediction_log import PredictionLogger
 
 log = logging.getLogger(__name__)
 FEATURE_NAMES = list(Features.model_fields)
+CATEGORICAL = [feature.name for feature in SCHEMA if feature.kind == "category"]
 # Keys in one valid request: idx, features and the features' own. See `duplicate_key`.
 KEYS_PER_RECORD = len(PredictRequest.model_fields) + len(FEATURE_NAMES)
 # Recorded as the api_key of predictions made with the single shared API_TOKEN.
@@ -139,18 +141,20 @@ def create_app(
             raise ApiError(503, "no model loaded yet", [{"field": "model", "problem": holder.problem or "loading"}])
         return model
 
-    def check_categories(model, records: list[PredictRequest], prefix: str) -> None:
-        known = model.categories_["attr_b"]
-        bad = [(i, r.features.attr_b) for i, r in enumerate(records) if r.features.attr_b not in known]
-        if bad:
-            details = [
-                {
-                    "field": f"{prefix.format(i=i)}features.attr_b",
-                    "problem": f"unknown category {v!r}; known: {', '.join(known)}",
-                }
-                for i, v in bad[:20]
-            ]
-            raise ApiError(422, "invalid request", details)
+    def unknown_categories(model, records: list[PredictRequest]) -> list[list[str]]:
+        """Per record, a warning for each category the model never saw: it is scored as missing.
+
+        Refusing it would let one new store category take the API down; scoring it silently
+        would hide it. The logged features keep the value as sent, for monitoring.
+        """
+        warnings: list[list[str]] = [[] for _ in records]
+        for name in CATEGORICAL:
+            known = set(model.categories_.get(name, ()))
+            for i, record in enumerate(records):
+                value = getattr(record.features, name)
+                if value is not None and value not in known:
+                    warnings[i].append(f"{name}: unknown category {value!r}, scored as missing")
+        return warnings
 
     def frame(records: list[PredictRequest]) -> pd.DataFrame:
         return pd.DataFrame({name: [getattr(r.features, name) for r in records] for name in FEATURE_NAMES})
@@ -240,7 +244,7 @@ def create_app(
         logging_state = prediction_log.health()
         failing = logging_state["state"] == "failing"
         status = "unready" if failing else "degraded" if logging_state["state"] == "degraded" else "ready"
-        body = {"status": status, "model_version": model.version_, "prediction_log": logging_state}
+        body = {"status": status, "model_version": model.version_, **holder.serving, "prediction_log": logging_state}
         if keyring is not None:
             body["api_keys"] = "loaded" if keyring.loaded else "unavailable"
         return jsonify(body), 503 if failing else 200
@@ -251,22 +255,23 @@ def create_app(
 
     @app.get("/model")
     def model_metadata() -> Response:
-        return jsonify(served_model().metadata_)
+        return jsonify({**served_model().metadata_, "serving": holder.serving})
 
     @app.get("/openapi.json")
     def openapi() -> Response:
         model = holder.model
-        categories = model.categories_["attr_b"] if model else None
+        categories = model.categories_ if model else None
         return jsonify(document(categories, settings.max_batch, auth_required()))
 
     @app.get("/")
     def page() -> str:
         model = holder.model
-        categories = model.categories_["attr_b"] if model else ["a", "b", "c", "d"]
         return render_template(
             "index.html",
             version=model.version_ if model else None,
-            categories=categories,
+            features=SCHEMA,
+            categories=model.categories_ if model else {},
+            example=EXAMPLE_REQUEST,
             token_required=auth_required(),
         )
 
@@ -275,7 +280,7 @@ def create_app(
     def predict() -> Response:
         record: PredictRequest = body(single_adapter)
         model = served_model()
-        check_categories(model, [record], prefix="")
+        (warnings,) = unknown_categories(model, [record])
         label, probability = model.predict_with_logging(
             record.idx, frame([record]), with_probability=True, api_key=g.api_key
         )
@@ -286,6 +291,7 @@ def create_app(
             probability=probability,
             model_version=model.version_,
             threshold=model.threshold_,
+            warnings=warnings,
         )
         return jsonify(answer.model_dump())
 
@@ -300,7 +306,7 @@ def create_app(
                 [{"field": "body", "problem": f"send 1 to {settings.max_batch} records, not {len(records)}"}],
             )
         model = served_model()
-        check_categories(model, records, prefix="[{i}].")
+        warnings = unknown_categories(model, records)
         idx = [r.idx for r in records]
         labels, probabilities = model.predict_with_logging(
             idx, frame(records), with_probability=True, api_key=g.api_key
@@ -308,8 +314,8 @@ def create_app(
         metrics.SCORED.inc(len(records))
         # Plain dicts in BatchResponse's shape: a thousand pydantic objects would cost more than the model.
         predictions = [
-            {"idx": i, "label": label, "probability": p}
-            for i, label, p in zip(idx, labels.tolist(), probabilities.tolist(), strict=True)
+            {"idx": i, "label": label, "probability": p, "warnings": w}
+            for i, label, p, w in zip(idx, labels.tolist(), probabilities.tolist(), warnings, strict=True)
         ]
         return jsonify(predictions=predictions, model_version=model.version_, threshold=model.threshold_)
 

@@ -19,13 +19,14 @@ def _error(description: str) -> dict[str, Any]:
     return _json({"$ref": REF.format(model="ErrorResponse")}, description)
 
 
-def document(categories: list[str] | None, max_batch: int, token_required: bool) -> dict[str, Any]:
+def document(categories: dict[str, list[str]] | None, max_batch: int, token_required: bool) -> dict[str, Any]:
     _, defs = models_json_schema(
         [(m, "validation") for m in (PredictRequest, PredictResponse, BatchResponse, ErrorResponse)], ref_template=REF
     )
     schemas = defs["$defs"]
-    if categories:  # the served model's categories: anything else is answered 422
-        schemas["Features"]["properties"]["attr_b"]["enum"] = categories
+    for name, known in (categories or {}).items():  # the served model's categories, as documentation
+        prop = schemas["Features"]["properties"][name]
+        prop["description"] += f" Known to the served model: {', '.join(known)}."
     request = {"$ref": REF.format(model="PredictRequest")}
     schemas["PredictRequest"]["examples"] = [EXAMPLE_REQUEST]
     refused = {
@@ -42,6 +43,10 @@ def document(categories: list[str] | None, max_batch: int, token_required: bool)
         "properties": {
             "status": {"enum": ["ready", "degraded", "unready"]},
             "model_version": {"type": "string"},
+            "model_role": {"enum": ["champion", "fallback"]},
+            "champion_version": {"type": ["string", "null"]},
+            "no_skill": {"type": "boolean"},
+            "fallback_reason": {"type": ["string", "null"]},
             "prediction_log": {
                 "type": "object",
                 "properties": {

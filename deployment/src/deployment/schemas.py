@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from annotated_types import Interval
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model
+
+from data_science.features import SCHEMA, Feature
 
 # The challenge's example request: the OpenAPI example, the tests' baseline, example_request.py.
 EXAMPLE_REQUEST = {"idx": 150000, "features": {"attr_a": 1, "attr_b": "c", "scd_a": 0.55, "scd_b": 3}}
@@ -17,11 +19,11 @@ def _integral(value: Any) -> Any:
 
 
 Integer = Annotated[int, BeforeValidator(_integral)]
-# The widest values the database holds for these columns (predictions.client_idx is bigint;
-# the feature columns are integer): a larger one would be answered but never logged.
+# The widest client idx the prediction log holds (predictions.client_idx is bigint): a larger
+# one would be answered but never logged.
 BIGINT_MAX = 2**63 - 1
-INT_MIN, INT_MAX = -(2**31), 2**31 - 1
-Int32 = Annotated[int, Interval(ge=INT_MIN, le=INT_MAX), BeforeValidator(_integral)]
+# Category values: what the log's jsonb can hold (no NUL), and short enough to be a category.
+Category = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
 
 
 class Strict(BaseModel):
@@ -29,15 +31,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class Features(Strict):
-    attr_a: Integer = Field(
-        ge=INT_MIN, le=INT_MAX, description="Profile attribute, a whole number (1-5 in the data).", examples=[1]
-    )
-    attr_b: str = Field(description="Profile category; one of those the model was trained on.", examples=["c"])
-    scd_a: float | None = Field(
-        description="Current activity score; null for a client without activity.", examples=[0.55]
-    )
-    scd_b: Int32 | None = Field(description="Current activity level; null for a client without activity.", examples=[3])
+def _annotation(feature: Feature) -> Any:
+    """The request type of one declared feature: its kind, its range, null when nullable."""
+    kind: Any = {"integer": int, "number": float, "category": Category}[feature.kind]
+    if feature.kind != "category":
+        kind = Annotated[kind, Interval(ge=feature.minimum, le=feature.maximum)]
+    if feature.kind == "integer":
+        kind = Annotated[kind, BeforeValidator(_integral)]
+    return kind | None if feature.nullable else kind
+
+
+# Built from the one declaration of the features (data_science.features.SCHEMA). Keys are
+# required; a missing value is an explicit null.
+Features: type[Strict] = create_model(
+    "Features",
+    __base__=Strict,
+    __doc__="The client's features; every one may be null (missing), as in real data.",
+    **{f.name: (_annotation(f), Field(description=f.description, examples=[f.example])) for f in SCHEMA},
+)
 
 
 class PredictRequest(Strict):
@@ -49,6 +60,10 @@ class Prediction(BaseModel):
     idx: int
     label: int = Field(description="Predicted label, 0 or 1 (probability >= the model's threshold).")
     probability: float = Field(description="Predicted P(label = 1).")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What was odd but scored, e.g. a category the model never saw (scored as missing).",
+    )
 
 
 class PredictResponse(Prediction):

@@ -9,6 +9,7 @@ seen in training is encoded as missing rather than crashing.
 
 from __future__ import annotations
 
+import logging
 import platform
 from datetime import UTC, datetime
 from importlib import metadata as package_metadata
@@ -29,6 +30,7 @@ from data_science.evaluate import choose_threshold
 from data_science.features import FEATURES, validate_features, validate_labels
 from machine_learning_engineering.model import MLEModel
 
+log = logging.getLogger(__name__)
 CATEGORICAL = [name for name, kind in FEATURES.items() if kind == "category"]
 NUMERIC = [name for name, kind in FEATURES.items() if kind != "category"]
 
@@ -67,6 +69,20 @@ def build_pipeline(random_state: int, **params: Any) -> Pipeline:
         categorical_features=None, early_stopping=True, random_state=random_state, **params
     )
     return Pipeline([("prep", CategoryCodes()), ("model", boost)])
+
+
+# A feature missing more often than this is worth a look (a broken export, a renamed column).
+HIGH_MISSING_RATE = 0.2
+
+
+def missing_rates(features: pd.DataFrame) -> dict[str, float]:
+    """Each feature's share of missing values; a warning for those above HIGH_MISSING_RATE."""
+    rates = {name: float(features[name].isna().mean()) for name in FEATURES}
+    for name, rate in rates.items():
+        if rate > HIGH_MISSING_RATE:
+            log.warning("%s is missing in %.1f %% of the training rows (learned as missing, but check the source)",
+                        name, 100 * rate)  # fmt: skip
+    return rates
 
 
 class CustomerModel(MLEModel):
@@ -112,7 +128,7 @@ class CustomerModel(MLEModel):
             "threshold_rows": len(x_cut),
             "class_balance": {str(k): int(v) for k, v in labels.value_counts().sort_index().items()},
             "positive_rate": float(labels.mean()),
-            "missing_rate": {name: float(features[name].isna().mean()) for name in FEATURES},
+            "missing_rate": missing_rates(features),
             "trained_at": datetime.now(UTC).isoformat(),
         }
         self.evaluation_: dict[str, Any] = {}
@@ -152,13 +168,17 @@ class CustomerModel(MLEModel):
             "evaluation": self.evaluation_,
         }
 
-    def save(self, model_dir: Path) -> Path:
-        path = registry.save_version(Path(model_dir), self, self.metadata())
+    def save(self, model_dir: Path, extra: dict[str, Any] | None = None) -> Path:
+        """A new candidate version (the champion changes only through `registry.promote`);
+        `extra` adds to the metadata (the training job records its options there)."""
+        path = registry.save_version(Path(model_dir), self, {**self.metadata(), **(extra or {})})
         self.version_ = path.name
         return path
 
     @classmethod
     def load(cls, model_dir: Path, version: str | None = None) -> Self:
+        """The named version, else the champion, else (no champion yet) the newest complete one.
+        A version that cannot be unpickled is a ModelVersionError, never an ImportError."""
         model, metadata = registry.load_version(Path(model_dir), version)
         if not isinstance(model, cls):
             raise registry.ModelVersionError(f"model version {metadata['version']} holds a {type(model).__name__}")
