@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from data_engineering.testing import wait_until
 from deployment.schemas import EXAMPLE_REQUEST
 
 EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "example_request.py"
@@ -94,13 +95,15 @@ def test_metrics_add_up_over_the_gunicorn_workers(server, companydata) -> None:
         assert post(connections[n % 4], n)[0] == 200
     for connection in connections:
         connection.close()
-    deadline = time.monotonic() + 30
-    while True:
+
+    def written_40() -> bool:
+        nonlocal status, text
         status, body = server.get("/metrics")
         text = body.decode()
-        if metric_value(text, "prediction_log_written_total") >= 40 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        return metric_value(text, "prediction_log_written_total") >= 40
+
+    status, text = 0, ""
+    wait_until(written_40, 30, "40 written records in /metrics")
     assert status == 200
     assert metric_value(text, 'api_requests_total{endpoint="/predict",status="200"}') == 40
     assert metric_value(text, "prediction_log_written_total") == 40

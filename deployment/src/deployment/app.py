@@ -24,7 +24,7 @@ from flask import Flask, Response, g, jsonify, render_template, request
 from pydantic import TypeAdapter, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from data_science.features import SCHEMA
+from data_science.features import CATEGORICAL, SCHEMA
 from deployment import metrics
 from deployment.config import ServeSettings
 from deployment.keys import KeyRing, KeyStoreUnavailable
@@ -36,7 +36,6 @@ from machine_learning_engineering.prediction_log import PredictionLogger
 
 log = logging.getLogger(__name__)
 FEATURE_NAMES = list(Features.model_fields)
-CATEGORICAL = [feature.name for feature in SCHEMA if feature.kind == "category"]
 # Keys in one valid request: idx, features and the features' own. See `duplicate_key`.
 KEYS_PER_RECORD = len(PredictRequest.model_fields) + len(FEATURE_NAMES)
 # Recorded as the api_key of predictions made with the single shared API_TOKEN.

@@ -32,7 +32,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from machine_learning_engineering.config import ConfigError, DatabaseSettings
-from machine_learning_engineering.db import connect, connect_once
+from machine_learning_engineering.db import connect, connect_once, first_line
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class KeyRing:
             finally:
                 conn.close()
         except psycopg2.Error as exc:
-            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            error = first_line(exc)
             if error != self.last_error:  # once per new problem, not every interval
                 log.warning("cannot read API keys from %s (%s); %s", self.settings.where, error, self._stale_note())
             self.last_error = error
@@ -258,8 +258,7 @@ def _admin_connection(settings: DatabaseSettings):
     try:
         return connect(settings)
     except psycopg2.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no reason given"
-        raise KeyAdminError(f"cannot connect to the database at {settings.where}: {reason}") from None
+        raise KeyAdminError(f"cannot connect to the database at {settings.where}: {first_line(exc)}") from None
 
 
 def create_key(settings: DatabaseSettings, name: str) -> tuple[str, str]:

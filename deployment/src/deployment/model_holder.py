@@ -173,7 +173,7 @@ class ModelHolder:
         if previous == model.version_:
             return False
         metrics.serving(model.version_ or "unversioned", previous)
-        skill = " (NO SKILL)" if registry.flagged_no_skill(model.metadata_) else ""
+        skill = " (NO SKILL)" if self._served.no_skill else ""
         log.info("serving model version %s as %s%s (replacing %s)", model.version_, role, skill, previous or "nothing")
         return True
 

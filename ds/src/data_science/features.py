@@ -43,6 +43,8 @@ SCHEMA: tuple[Feature, ...] = (
     Feature("scd_b", "integer", "Current activity level; null for a client without activity.", 3, INT32_MIN, INT32_MAX),
 )
 FEATURES: dict[str, str] = {feature.name: feature.kind for feature in SCHEMA}
+CATEGORICAL = [feature.name for feature in SCHEMA if feature.kind == "category"]
+NUMERIC = [feature.name for feature in SCHEMA if feature.kind != "category"]
 LABEL = "label"
 
 

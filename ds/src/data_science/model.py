@@ -27,12 +27,10 @@ from sklearn.pipeline import Pipeline
 
 from data_science import registry
 from data_science.evaluate import choose_threshold
-from data_science.features import FEATURES, validate_features, validate_labels
+from data_science.features import CATEGORICAL, FEATURES, validate_features, validate_labels
 from machine_learning_engineering.model import MLEModel
 
 log = logging.getLogger(__name__)
-CATEGORICAL = [name for name, kind in FEATURES.items() if kind == "category"]
-NUMERIC = [name for name, kind in FEATURES.items() if kind != "category"]
 
 
 class CategoryCodes(TransformerMixin, BaseEstimator):

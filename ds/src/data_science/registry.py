@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 
-from data_science.features import FEATURES, LABEL
+from data_science.features import CATEGORICAL, FEATURES, LABEL
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +266,11 @@ def check_signature(model: Any, metadata: dict[str, Any]) -> None:
     n_in = getattr(estimator, "n_features_in_", len(FEATURES))
     if n_in != len(FEATURES):
         problems.append(f"its estimator expects {n_in} input columns, not {len(FEATURES)}")
-    categories = getattr(model, "categories_", {}).get("attr_b") if hasattr(model, "categories_") else None
-    if not categories or not all(isinstance(c, str) for c in categories):
-        problems.append("it records no attr_b categories")
+    recorded = getattr(model, "categories_", None) or {}
+    for name in CATEGORICAL:
+        categories = recorded.get(name)
+        if not categories or not all(isinstance(c, str) for c in categories):
+            problems.append(f"it records no {name} categories")
     threshold = getattr(model, "threshold_", None)
     if not isinstance(threshold, float | int) or not 0 <= threshold <= 1:
         problems.append(f"its threshold {threshold!r} is not a probability")

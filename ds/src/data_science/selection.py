@@ -18,8 +18,8 @@ from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from data_science.features import validate_features, validate_labels
-from data_science.model import CATEGORICAL, NUMERIC, build_pipeline
+from data_science.features import CATEGORICAL, NUMERIC, validate_features, validate_labels
+from data_science.model import build_pipeline
 
 
 def candidates(seed: int) -> dict[str, Pipeline]:

@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 _PERMANENT = ("password authentication failed", "does not exist", "no pg_hba.conf entry")
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (libpq's run to several), or its type when empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, psycopg2.OperationalError) and not any(p in str(exc) for p in _PERMANENT)
 
@@ -38,7 +44,7 @@ def _is_transient(exc: BaseException) -> bool:
 def _log_retry(settings: DatabaseSettings):
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        reason = str(exc).strip().splitlines()[0] if exc else "unknown"
+        reason = first_line(exc) if exc else "unknown"
         log.warning(
             "database %s not ready (attempt %d: %s); retrying in %.1f s",
             settings.where,

@@ -39,7 +39,7 @@ import psycopg2
 
 from machine_learning_engineering import metrics
 from machine_learning_engineering.config import DatabaseSettings, PredictionLogSettings
-from machine_learning_engineering.db import connect_once
+from machine_learning_engineering.db import connect_once, first_line
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ def _uuid4_hex(n: int) -> list[str]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__).encode("ascii", "backslashreplace").decode()
+    """ASCII, so that the dead-letter table can always store it."""
+    return first_line(exc).encode("ascii", "backslashreplace").decode()
 
 
 class LogUnwritable(RuntimeError):
