@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGES := mle de ds deployment eda
+PACKAGES := mle de ds deployment eda testkit
 UV_VERSION := 0.13.9
 UV_DIR := build/uv-$(UV_VERSION)
 UV := $(UV_DIR)/bin/uv
@@ -16,7 +16,7 @@ DEMO_API_PORT ?= 5000
 DEMO_ENV = DB_HOSTNAME=127.0.0.1 DB_PORT=$(DEMO_DB_PORT) MODEL_DIR=$(DEMO_DIR)/models RAW_DATA_DIR=$(DEMO_DIR)/raw
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lock-check test lint format etl train models promote rollback example eda demo stop compose-test bench bench-etl bench-model bench-serve up down logs clean api-key revoke-key
+.PHONY: help install lock lock-check test lint format docs etl train models promote rollback example eda demo stop compose-test bench bench-etl bench-model bench-serve up down logs clean api-key revoke-key
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,7 +40,45 @@ lock: $(UV) ## re-lock uv.lock after a pyproject.toml changed (one upgrade: ARGS
 lock-check: $(UV) ## fail when uv.lock does not match the pyproject.toml files (CI)
 	$(UV) lock --check
 
-test: ## run every package's tests against a real PostgreSQL that the tests start themselves
+# make test runs the suite in the local venv when this machine has what it needs (TEST_MISSING is
+# empty), else in the docker test image (the root Dockerfile's target `test`) when a Docker engine
+# answers, else fails saying what is missing. TEST_IN=local or TEST_IN=docker forces the choice.
+TEST_IN ?=
+TEST_IMAGE := companydata-test
+# What the suite needs here, printed as a list: empty when everything is present.
+TEST_MISSING = m=; \
+	{ ls /usr/lib/postgresql/*/bin/initdb || command -v initdb || test -x "$$PG_BINDIR/initdb"; } >/dev/null 2>&1 || m="$$m PostgreSQL-15-server(initdb)"; \
+	{ command -v chromium || command -v chromium-browser; } >/dev/null 2>&1 || m="$$m chromium"; \
+	command -v pdftotext >/dev/null 2>&1 || m="$$m pdftotext(poppler-utils)"; \
+	{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q libpangoft2-1.0 || m="$$m Pango(libpangoft2-1.0-0)"; \
+	{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || m="$$m nginx"; \
+	test -x $(VENV)/bin/pytest || m="$$m venv($(VENV),make-install)"; \
+	m=$${m\# }
+.PHONY: test-local test-docker
+
+test: ## the whole test suite: in the local venv if this machine has its packages, else in Docker (TEST_IN=local|docker)
+	@$(TEST_MISSING); mode="$(TEST_IN)"; \
+	if [ -z "$$mode" ]; then \
+	  if [ -z "$$m" ]; then mode=local; \
+	  elif docker info >/dev/null 2>&1; then mode=docker; \
+	  else \
+	    echo "make test: cannot run: missing here: $$m; and no Docker engine answers (docker info)." >&2; \
+	    echo "  Either install them and the venv (Debian/Ubuntu, as root: apt-get install postgresql-15 chromium" >&2; \
+	    echo "    poppler-utils libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core nginx; then make install)," >&2; \
+	    echo "  or start Docker: make test then runs the suite in the docker test image." >&2; \
+	    exit 1; \
+	  fi; \
+	fi; \
+	case "$$mode" in \
+	  local) echo "make test: running in the local venv$${m:+ (TEST_IN=local; missing here: $$m)}"; \
+	         exec $(MAKE) --no-print-directory test-local ;; \
+	  docker) if [ -n "$$m" ]; then why="no local $$m"; else why="TEST_IN=docker"; fi; \
+	         echo "make test: running in the docker test image ($$why)"; \
+	         exec $(MAKE) --no-print-directory test-docker ;; \
+	  *) echo "make test: TEST_IN must be local or docker, not '$$mode'" >&2; exit 2 ;; \
+	esac
+
+test-local: ## every package's tests in the local venv, against a real PostgreSQL that the tests start themselves
 	@rm -rf build/test-results && mkdir -p build/test-results; status=0; \
 	for p in $(PACKAGES); do \
 	  echo "== $$p"; \
@@ -50,32 +88,49 @@ test: ## run every package's tests against a real PostgreSQL that the tests star
 	$(PY) .ci/test_summary.py build/test-results; \
 	exit $$status
 
-lint: ## ruff: lint and check formatting
+# The image holds the working tree as it is now (rebuilt when anything changed; the system packages
+# and the locked dependencies stay cached). The suite runs as a non-root user (PostgreSQL refuses
+# root); its JUnit results are copied back to build/test-results.
+test-docker: ## the same suite inside the docker test image: needs only Docker
+	@docker info >/dev/null 2>&1 || { echo "make test-docker: no Docker engine answers (docker info)" >&2; exit 1; }
+	$(COMPOSE) --profile test build test
+	@rm -rf build/test-results && mkdir -p build/test-results; \
+	name=companydata-test-$$$$; trap 'docker rm -f $$name >/dev/null 2>&1' EXIT; \
+	docker run --name $$name --init --shm-size=1g $(TEST_IMAGE) make --no-print-directory test-local; status=$$?; \
+	docker cp $$name:/src/build/test-results/. build/test-results/ || status=1; \
+	exit $$status
+
+lint: ## ruff (lint, format), mypy --strict on every package, import-linter (the layers)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: ## ruff: fix what can be fixed and format
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+docs: ## build the documentation site (mkdocs, strict: any warning fails) into build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
+
 etl: ## run the whole ETL inside the running compose stack
-	$(COMPOSE) run --rm etl python -m data_engineering etl
+	$(COMPOSE) run --rm etl companydata-etl etl
 
 train: ## train a candidate in the running stack; it becomes champion only if it passes (ARGS="--max-iter 200 --no-promote")
-	$(COMPOSE) run --rm -e USER=$${USER:-unknown} model-training python -m data_science.train $(ARGS)
+	$(COMPOSE) run --rm -e USER=$${USER:-unknown} model-training companydata-train $(ARGS)
 
 models: ## list model versions: champion, candidates, rejected
-	$(COMPOSE) run --rm --no-deps model-training python -m data_science.registry list
+	$(COMPOSE) run --rm --no-deps model-training companydata-registry list
 
 promote: ## make VERSION the champion: make promote VERSION=... REASON="..."
 	@test -n "$(VERSION)" || { echo "usage: make promote VERSION=<version> REASON=\"why\""; exit 2; }
-	$(COMPOSE) run --rm --no-deps -e USER=$${USER:-unknown} model-training python -m data_science.registry promote $(VERSION) --reason "$(REASON)"
+	$(COMPOSE) run --rm --no-deps -e USER=$${USER:-unknown} model-training companydata-registry promote $(VERSION) --reason "$(REASON)"
 
 rollback: ## back to the previous champion: make rollback REASON="..."
-	$(COMPOSE) run --rm --no-deps -e USER=$${USER:-unknown} model-training python -m data_science.registry rollback --reason "$(REASON)"
+	$(COMPOSE) run --rm --no-deps -e USER=$${USER:-unknown} model-training companydata-registry rollback --reason "$(REASON)"
 
 eda: ## re-render the EDA from the running stack's database: served by the proxy and copied to eda/eda.pdf
-	$(COMPOSE) run --rm --no-deps eda python -m eda render
+	$(COMPOSE) run --rm --no-deps eda companydata-eda render
 	@address=$$($(COMPOSE) port proxy 8081) || { echo "eda: rendered, but the proxy is not running (make up)"; exit 1; }; \
 	url="http://$${address/0.0.0.0/127.0.0.1}/eda.pdf"; \
 	curl -fsS -o eda/.eda.pdf.tmp "$$url" && head -c 5 eda/.eda.pdf.tmp | grep -q '%PDF-' \
@@ -95,9 +150,9 @@ demo: $(PY) ## without Docker: local PostgreSQL, ETL, training, then the API on 
 	  echo "demo: port $(DEMO_API_PORT) is taken (the Docker stack? make down), or pick another: DEMO_API_PORT=5001 make demo"; \
 	  exit 1; \
 	fi
-	$(PY) -m data_engineering.localdb start --datadir $(DEMO_DIR)/pgdata --port $(DEMO_DB_PORT)
-	$(DEMO_ENV) $(PY) -m data_engineering etl
-	$(DEMO_ENV) $(PY) -m data_science.train
+	$(PY) -m testkit.localdb start --datadir $(DEMO_DIR)/pgdata --port $(DEMO_DB_PORT)
+	$(DEMO_ENV) $(VENV)/bin/companydata-etl etl
+	$(DEMO_ENV) $(VENV)/bin/companydata-train
 	@if [ -f $(DEMO_DIR)/api.pid ] && kill -0 $$(cat $(DEMO_DIR)/api.pid) 2>/dev/null; then \
 	  echo "demo: the API is already running (pid $$(cat $(DEMO_DIR)/api.pid)); it picks up the new model by itself"; \
 	else \
@@ -115,7 +170,7 @@ demo: $(PY) ## without Docker: local PostgreSQL, ETL, training, then the API on 
 
 stop: ## end what make demo started (API and local PostgreSQL); its data stays in .demo
 	@if [ -f $(DEMO_DIR)/api.pid ]; then kill $$(cat $(DEMO_DIR)/api.pid) 2>/dev/null && echo "demo: API stopped" || true; rm -f $(DEMO_DIR)/api.pid; fi
-	@if [ -d $(DEMO_DIR)/pgdata ]; then $(PY) -m data_engineering.localdb stop --datadir $(DEMO_DIR)/pgdata --port $(DEMO_DB_PORT); fi
+	@if [ -d $(DEMO_DIR)/pgdata ]; then $(PY) -m testkit.localdb stop --datadir $(DEMO_DIR)/pgdata --port $(DEMO_DB_PORT); fi
 
 up: ## build and start the stack in the background; prints where the proxy serves the API and the EDA
 	$(COMPOSE) up --build -d
@@ -123,11 +178,11 @@ up: ## build and start the stack in the background; prints where the proxy serve
 
 api-key: ## create an API key in the running stack's database: make api-key NAME=partner-a
 	@test -n "$(NAME)" || { echo "usage: make api-key NAME=<name>"; exit 2; }
-	$(COMPOSE) run --rm --no-deps api python -m deployment.keys create "$(NAME)"
+	$(COMPOSE) run --rm --no-deps api companydata-api-keys create "$(NAME)"
 
 revoke-key: ## revoke an API key by name: make revoke-key NAME=partner-a
 	@test -n "$(NAME)" || { echo "usage: make revoke-key NAME=<name>"; exit 2; }
-	$(COMPOSE) run --rm --no-deps api python -m deployment.keys revoke "$(NAME)"
+	$(COMPOSE) run --rm --no-deps api companydata-api-keys revoke "$(NAME)"
 
 down: ## stop the stack (data volumes are kept)
 	$(COMPOSE) down

@@ -17,11 +17,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from data_engineering import localdb
 from data_engineering.db import etl_transaction, read_sql, table_columns, table_sql
 from data_engineering.features import build_features
 from data_engineering.generate import GeneratorConfig, generate
 from data_engineering.load import CUSTOMER_TABLES, available_months, load_customers, load_sales, sales_file
+from testkit import localdb
 
 GOAL = 0.70
 

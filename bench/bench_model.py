@@ -17,13 +17,13 @@ import pandas as pd
 from bench_etl import dataset, truth_file
 from sklearn.metrics import roc_auc_score
 
-from data_engineering import localdb
 from data_engineering.db import etl_transaction
 from data_engineering.features import build_features
 from data_engineering.load import load_customers
 from data_science.config import TrainSettings
 from data_science.selection import compare_models
 from data_science.train import read_training_data, train
+from testkit import localdb
 
 GOAL = 0.01
 

@@ -32,16 +32,16 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from bench_etl import dataset
+from testkit.process import gunicorn
 
-from data_engineering import localdb
 from data_engineering.db import etl_transaction
 from data_engineering.features import build_features
 from data_engineering.load import load_customers
 from data_science.config import TrainSettings
+from data_science.features import EXAMPLE_REQUEST
 from data_science.train import read_training_data, train
-from deployment.process import gunicorn
-from deployment.schemas import EXAMPLE_REQUEST
 from machine_learning_engineering.db import connect
+from testkit import localdb
 
 CONCURRENCY = (1, 4, 16)
 BATCH_ROWS = 1_000

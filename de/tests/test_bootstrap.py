@@ -1,4 +1,4 @@
-"""The database bootstrap (de/db/init): each role can do its job, and nothing else.
+"""The database bootstrap (mle/src/machine_learning_engineering/bootstrap): each role can do its job, and nothing else.
 
 Every refusal below is an attempt a compromised service, or a curious user, could make with
 its own login. Each must fail with the PostgreSQL error that says it lacks the privilege, as
@@ -8,7 +8,6 @@ only privileges may refuse). The other tests show each role doing its actual job
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +15,11 @@ from pathlib import Path
 import psycopg2
 import pytest
 from psycopg2 import errors
+from testkit.fixtures import TestDatabase
 
 from data_engineering.db import etl_transaction
 from data_engineering.features import build_features
 from data_engineering.load import available_months, load_customers, load_sales
-from data_engineering.testing import TestDatabase
 from machine_learning_engineering.db import connect, connect_once
 
 LOGINS = {"etl": "etl_user", "ds": "ds_user", "mle": "mle_user", "api_admin": "api_admin"}
@@ -301,7 +300,7 @@ def intruder(companydata):
 
 def test_public_can_neither_connect_nor_use_schema_public(intruder, raw_dir) -> None:
     run_etl(intruder, raw_dir)
-    as_intruder = dataclasses.replace(intruder.settings("admin"), user="intruder", password="intruder")
+    as_intruder = intruder.settings("admin").model_copy(update={"user": "intruder", "password": "intruder"})
     with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
         connect_once(as_intruder).close()
     intruder.query("GRANT CONNECT ON DATABASE companydata TO intruder")  # as if PUBLIC could connect

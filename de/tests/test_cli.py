@@ -8,9 +8,9 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from testkit.fixtures import append_line
 
 from data_engineering.cli import month_arg, previous_month
-from data_engineering.testing import append_line
 
 
 def etl(db, *args: str, raw_dir: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:

@@ -8,14 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from flask import Flask
+from testkit.localdb import free_port
+from testkit.process import gunicorn
 
-from data_engineering.localdb import free_port
 from data_science.model import CustomerModel
 from deployment.app import create_app
 from deployment.config import ServeSettings
 from deployment.keys import KeyRing
 from deployment.model_holder import ModelHolder
-from deployment.process import gunicorn
 from machine_learning_engineering.prediction_log import PredictionLogger
 
 
@@ -50,7 +50,7 @@ def make_app(model_dir: Path, logger: PredictionLogger) -> Callable[..., Flask]:
                 **overrides,
             }
         )
-        holder = ModelHolder(settings.model_dir, settings.model_poll_seconds, logger)
+        holder = ModelHolder(CustomerModel, settings.model_dir, settings.model_poll_seconds, logger)
         holder.refresh()
         return create_app(settings, holder, keyring)
 

@@ -6,12 +6,13 @@ import json
 
 import pandas as pd
 import pytest
+from testkit.fixtures import wait_until
 
-from data_engineering.testing import wait_until
+from data_science.features import EXAMPLE_REQUEST as CHALLENGE_REQUEST
+from data_science.model import CustomerModel
 from deployment.app import create_app
 from deployment.config import ServeSettings
 from deployment.model_holder import ModelHolder
-from deployment.schemas import EXAMPLE_REQUEST as CHALLENGE_REQUEST
 from machine_learning_engineering.prediction_log import PredictionLogger
 
 FEATURES = CHALLENGE_REQUEST["features"]
@@ -94,7 +95,7 @@ def bad(field: str, value) -> dict:
         (bad("idx", -1), "idx", "greater than or equal to 0"),
         (bad("idx", 1.5), "idx", "valid integer"),
         (bad("idx", "150000"), "idx", "valid integer"),
-        ([CHALLENGE_REQUEST], "body", "Input should be an object"),
+        ([CHALLENGE_REQUEST], "body", "Input should be a valid dictionary"),
     ],
 )
 def test_contract_violations_are_422_naming_field_and_problem(client, body, field, problem) -> None:
@@ -244,9 +245,9 @@ def test_metrics_count_requests_predictions_and_the_log(client, logger, trained)
 
 def test_ready_reports_a_degraded_then_failing_log_and_recovers(model_dir, companydata) -> None:
     logger = PredictionLogger(companydata.settings("mle"), max_backoff=0.1, unready_after=1.0)
-    holder = ModelHolder(model_dir, 60, logger)
+    holder = ModelHolder(CustomerModel, model_dir, 60, logger)
     holder.refresh()
-    client = create_app(ServeSettings(model_dir, None, 1000, 1 << 20, 60.0), holder).test_client()
+    client = create_app(ServeSettings(model_dir=model_dir, model_poll_seconds=60.0), holder).test_client()
     assert client.get("/ready").json["prediction_log"]["state"] == "ok"
     companydata.cluster.stop()
     try:

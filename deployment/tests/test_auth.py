@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from data_science.features import EXAMPLE_REQUEST
 from deployment import keys
 from deployment.keys import KeyRing, create_key, revoke_key
-from deployment.schemas import EXAMPLE_REQUEST
 
 TOKEN = "a-long-shared-token-for-tests"
 
@@ -85,7 +84,7 @@ def test_an_open_api_records_no_key(make_app, companydata, logger, keyring) -> N
 
 
 def test_an_unreadable_key_table_fails_closed_and_the_token_still_works(make_app, companydata) -> None:
-    ring = KeyRing(dataclasses.replace(companydata.settings("mle"), password="wrong"))
+    ring = KeyRing(companydata.settings("mle").model_copy(update={"password": "wrong"}))
     assert not ring.refresh()
     key, _ = create_key(companydata.settings("api_admin"), "acme")
     closed = make_app(keyring=ring).test_client()  # no token, no readable keys: nobody can be checked

@@ -2,75 +2,30 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import subprocess
 import sys
-import types
 import urllib.request
-from pathlib import Path
 
 import joblib
-import pandas as pd
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.pipeline import Pipeline
+from testkit.bad_versions import bad_versions, no_skill_version
+from testkit.fixtures import wait_until
+from testkit.localdb import free_port
+from testkit.process import gunicorn
 
-from data_engineering.localdb import free_port
-from data_engineering.testing import wait_until
-from data_science import registry
-from data_science.features import FEATURES
+from data_science.features import EXAMPLE_REQUEST
 from data_science.model import CustomerModel
 from deployment.model_holder import ModelHolder
-from deployment.process import gunicorn
-from deployment.schemas import EXAMPLE_REQUEST
-
-
-def no_skill_version(trained: CustomerModel, model_dir: Path) -> str:
-    """Flagged no skill, and every label it gives is 1."""
-    model = copy.deepcopy(trained)
-    model.threshold_ = 0.0
-    model.evaluation_ = {"has_skill": False, "verdict": "NO SKILL: made so", "metrics": {"roc_auc": 0.5}}
-    return model.save(model_dir).name
-
-
-def five_feature_version(trained: CustomerModel, model_dir: Path, frame: pd.DataFrame) -> str:
-    """Trained on a fifth column the serving schema does not have: every request would fail."""
-    model = copy.deepcopy(trained)
-    five = frame[list(FEATURES)].assign(attr_b=frame["attr_b"].map({"a": 0, "b": 1, "c": 2, "d": 3}), attr_c=1.0)
-    model.pipeline_ = Pipeline([("model", HistGradientBoostingClassifier(max_iter=5))]).fit(five, frame["label"])
-    model.feature_names_in_ = list(five.columns)
-    metadata = {**model.metadata(), "features": {**FEATURES, "attr_c": "number"}}
-    return registry.save_version(model_dir, model, metadata).name
-
-
-def unimportable_version(trained: CustomerModel, model_dir: Path) -> str:
-    """A pickle that references a module no process here has (a plugin since removed)."""
-    module = types.ModuleType("vanished_plugin")
-    exec("class Encoder:\n    pass\n", module.__dict__)
-    sys.modules["vanished_plugin"] = module
-    try:
-        model = copy.deepcopy(trained)
-        model.extra_step_ = module.Encoder()
-        return registry.save_version(model_dir, model, model.metadata()).name
-    finally:
-        del sys.modules["vanished_plugin"]
-
-
-def bad_versions(trained: CustomerModel, model_dir: Path, frame: pd.DataFrame) -> list[str]:
-    return [
-        no_skill_version(trained, model_dir),
-        five_feature_version(trained, model_dir, frame),
-        unimportable_version(trained, model_dir),
-    ]
+from machine_learning_engineering import registry
 
 
 def test_versions_that_cannot_serve_are_never_served(trained, model_dir, feature_frame, caplog) -> None:
     good = registry.versions(model_dir)[0]
     registry.promote(model_dir, good, "the good one")
     no_skill, five, broken = bad_versions(trained, model_dir, feature_frame)  # all newer than the champion
-    holder = ModelHolder(model_dir, 60)
+    holder = ModelHolder(CustomerModel, model_dir, 60)
     holder.refresh()
     assert holder.model.version_ == good and holder.serving["model_role"] == "champion"
     with caplog.at_level(logging.ERROR, logger="deployment.model_holder"):
@@ -88,7 +43,7 @@ def test_versions_that_cannot_serve_are_never_served(trained, model_dir, feature
     assert caplog.text.count(f"model version {broken} cannot serve") == 1
     assert "ModuleNotFoundError" in caplog.text
     # A worker that boots now: the broken champion, then the earlier ones, never the newest no-skill one.
-    booted = ModelHolder(model_dir, 60)
+    booted = ModelHolder(CustomerModel, model_dir, 60)
     booted.start()
     booted.stop()
     assert booted.model.version_ == good != no_skill and booted.serving["model_role"] == "fallback"
@@ -96,7 +51,7 @@ def test_versions_that_cannot_serve_are_never_served(trained, model_dir, feature
 
 def test_polling_reads_hashes_and_unpickles_nothing_when_nothing_changed(trained, model_dir, monkeypatch) -> None:
     registry.promote(model_dir, registry.versions(model_dir)[0], "first")
-    holder = ModelHolder(model_dir, 60)
+    holder = ModelHolder(CustomerModel, model_dir, 60)
     holder.refresh()
     calls = {"sha256": 0, "joblib.load": 0, "champion_pointer": 0}
 
@@ -171,8 +126,8 @@ def test_gunicorn_boots_past_broken_versions_and_picks_up_a_promotion_live(
             assert post()["model_version"] == good
         new = trained.save(model_dir).name
         result = subprocess.run(
-            [sys.executable, "-m", "data_science.registry", "--model-dir", str(model_dir), "promote", new,
-             "--reason", "live"],
+            [sys.executable, "-m", "machine_learning_engineering.registry_cli", "--model-dir", str(model_dir),
+             "promote", new, "--reason", "live"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr

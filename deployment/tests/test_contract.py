@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
+from data_science.model import CustomerModel
 from deployment.app import create_app
 from deployment.config import ServeSettings
 from deployment.model_holder import ModelHolder
@@ -32,7 +33,7 @@ def api(model_dir, logger):
     config = ServeSettings(
         model_dir=model_dir, api_token=None, max_batch=20, max_body_bytes=1 << 16, model_poll_seconds=60
     )
-    holder = ModelHolder(model_dir, 60, logger)
+    holder = ModelHolder(CustomerModel, model_dir, 60, logger)
     holder.refresh()
     return schemathesis.openapi.from_wsgi("/openapi.json", create_app(config, holder))
 

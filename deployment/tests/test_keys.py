@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -12,9 +11,9 @@ import time
 import psycopg2.errors
 import pytest
 from argon2 import PasswordHasher
+from testkit.fixtures import TestDatabase, wait_until
+from testkit.localdb import free_port
 
-from data_engineering.localdb import free_port
-from data_engineering.testing import TestDatabase, wait_until
 from deployment.keys import KeyRing, KeyStoreUnavailable, create_key, make_hasher, revoke_key
 
 
@@ -202,7 +201,7 @@ def test_a_revoked_key_is_refused_without_hashing(companydata) -> None:
 
 def test_a_key_table_never_loaded_is_unavailable_not_unknown(companydata) -> None:
     key = new_key(companydata, "client")
-    keys = KeyRing(dataclasses.replace(companydata.settings("mle"), port=free_port()))
+    keys = KeyRing(companydata.settings("mle").model_copy(update={"port": free_port()}))
     assert not keys.refresh()
     assert not keys.loaded and keys.last_error
     with pytest.raises(KeyStoreUnavailable):

@@ -10,10 +10,11 @@ from data_engineering.db import etl_transaction
 from data_engineering.features import build_features
 from data_engineering.generate import GeneratorConfig, generate
 from data_engineering.load import available_months, load_customers, load_sales
+from data_science.features import EXAMPLE_REQUEST
+from data_science.model import CustomerModel
 from deployment.app import create_app
 from deployment.config import ServeSettings
 from deployment.model_holder import ModelHolder
-from deployment.schemas import EXAMPLE_REQUEST
 
 
 def test_empty_feature_cells_flow_from_the_raw_files_to_a_served_prediction(companydata, logger, tmp_path) -> None:
@@ -39,11 +40,11 @@ def test_empty_feature_cells_flow_from_the_raw_files_to_a_served_prediction(comp
     assert job.returncode == 0, job.stdout + job.stderr
     (version,) = [p for p in models.iterdir() if not p.name.startswith(".") and p.is_dir()]
 
-    holder = ModelHolder(models, 60, logger)
+    holder = ModelHolder(CustomerModel, models, 60, logger)
     holder.refresh()
     assert holder.model is not None
     assert 0.01 < holder.model.metadata_["training"]["missing_rate"]["attr_a"] < 0.06
-    client = create_app(ServeSettings(Path(models), None, 1000, 1 << 20, 60.0), holder).test_client()
+    client = create_app(ServeSettings(model_dir=Path(models), model_poll_seconds=60.0), holder).test_client()
     body = {**EXAMPLE_REQUEST, "features": {**EXAMPLE_REQUEST["features"], "attr_a": None}}
     answer = client.post("/predict", json=body)
     assert answer.status_code == 200 and answer.json["model_version"] == holder.model.version_

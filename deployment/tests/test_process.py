@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from data_engineering.localdb import free_port
-from deployment.process import ServerError, gunicorn, status
+from testkit.localdb import free_port
+from testkit.process import ServerError, gunicorn, status
 
 
 def test_a_server_that_never_gets_ready_is_reported_with_its_log(companydata, tmp_path) -> None:

@@ -29,8 +29,8 @@ from types import ModuleType
 from urllib.parse import urlparse
 
 import pytest
+from testkit.localdb import free_port
 
-from data_engineering.localdb import free_port
 from deployment.config import ServeSettings
 
 PROXY_DIR = Path(__file__).resolve().parents[1] / "proxy"

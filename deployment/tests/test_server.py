@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from data_engineering.testing import wait_until
-from deployment.schemas import EXAMPLE_REQUEST
+from testkit.fixtures import wait_until
+
+from data_science.features import EXAMPLE_REQUEST
 
 EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "example_request.py"
 

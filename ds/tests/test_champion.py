@@ -2,67 +2,28 @@
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import json
 import logging
 import os
-import sys
 import time
-import types
-from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.pipeline import Pipeline
+from testkit.bad_versions import five_feature_version, unimportable_version
 
-from data_science import registry
+from data_science import promotion
 from data_science.config import TrainSettings
-from data_science.features import FEATURES
 from data_science.model import CustomerModel
-from data_science.registry import ModelVersionError
 from data_science.train import TimeLimitExceeded, train_and_register
+from machine_learning_engineering import registry, registry_cli
+from machine_learning_engineering.cli import execute
+from machine_learning_engineering.registry import ModelVersionError
 
 
 @pytest.fixture
 def settings(model_dir: Path) -> TrainSettings:
-    return TrainSettings(
-        model_dir=model_dir, wait_timeout=1, test_size=0.2, seed=42, database=None, params={"max_iter": 60}
-    )
-
-
-def no_skill_version(fitted: CustomerModel, model_dir: Path) -> str:
-    """Flagged no skill, and every label it gives is 1."""
-    model = copy.deepcopy(fitted)
-    model.threshold_ = 0.0
-    model.evaluation_ = {"has_skill": False, "verdict": "NO SKILL: made so", "metrics": {"roc_auc": 0.5}}
-    return model.save(model_dir).name
-
-
-def five_feature_version(fitted: CustomerModel, model_dir: Path, frame: pd.DataFrame) -> str:
-    """Trained on a fifth column the serving schema does not have: every request would fail."""
-    model = copy.deepcopy(fitted)
-    five = frame[list(FEATURES)].assign(attr_b=frame["attr_b"].map({"a": 0, "b": 1, "c": 2, "d": 3}), attr_c=1.0)
-    model.pipeline_ = Pipeline([("model", HistGradientBoostingClassifier(max_iter=5))]).fit(five, frame["label"])
-    model.feature_names_in_ = list(five.columns)
-    return registry.save_version(
-        model_dir, model, {**model.metadata(), "features": {**FEATURES, "attr_c": "number"}}
-    ).name
-
-
-def unimportable_version(fitted: CustomerModel, model_dir: Path) -> str:
-    """A pickle that references a module this environment does not have."""
-    module = types.ModuleType("vanished_plugin")
-    exec("class Encoder:\n    pass\n", module.__dict__)
-    sys.modules["vanished_plugin"] = module
-    try:
-        model = copy.deepcopy(fitted)
-        model.extra_step_ = module.Encoder()
-        return registry.save_version(model_dir, model, model.metadata()).name
-    finally:
-        del sys.modules["vanished_plugin"]
+    return TrainSettings(model_dir=model_dir, wait_timeout=1, test_size=0.2, seed=42, params={"max_iter": 60})
 
 
 def test_truncated_labels_stay_a_candidate_and_the_champion_is_unchanged(feature_frame, settings, caplog) -> None:
@@ -100,15 +61,15 @@ def test_the_first_version_serves_even_without_skill_but_never_replaces_a_champi
 def test_versions_that_cannot_serve_are_never_promoted(fitted, feature_frame, model_dir, settings) -> None:
     holdout = feature_frame.tail(1000)
     five = five_feature_version(fitted, model_dir, feature_frame)
-    model, metadata = registry.load_version(model_dir, five)
-    decision = registry.assess(model_dir, model, metadata, holdout)  # no champion: still refused
+    model, metadata = registry.load_version(model_dir, five, CustomerModel)
+    decision = promotion.assess(model_dir, model, metadata, holdout)  # no champion: still refused
     assert not decision.promote and "fails the signature check" in decision.reasons[0]
     assert "attr_c" in decision.reasons[0]
     broken = unimportable_version(fitted, model_dir)
     with pytest.raises(ModelVersionError, match=rf"{broken} cannot be loaded: ModuleNotFoundError.*vanished_plugin"):
         CustomerModel.load(model_dir, broken)
-    assert registry.main(["--model-dir", str(model_dir), "promote", broken, "--reason", "try"]) == 1
-    assert registry.main(["--model-dir", str(model_dir), "promote", five, "--reason", "try"]) == 1
+    assert execute(registry_cli.main, ["--model-dir", str(model_dir), "promote", broken, "--reason", "try"]) == 1
+    assert execute(registry_cli.main, ["--model-dir", str(model_dir), "promote", five, "--reason", "try"]) == 1
     assert registry.champion(model_dir) is None
 
 
@@ -117,16 +78,16 @@ def test_promote_and_rollback_are_recorded_pointer_changes(fitted, model_dir, mo
     first, second, third = (fitted.save(model_dir).name for _ in range(3))
     cli = ["--model-dir", str(model_dir)]
     for version in (first, second, third):
-        assert registry.main([*cli, "promote", version, "--reason", f"ship {version}"]) == 0
+        assert execute(registry_cli.main, [*cli, "promote", version, "--reason", f"ship {version}"]) == 0
     pointer = registry.champion_pointer(model_dir)
     assert pointer["version"] == third and pointer["history"] == [first, second] and pointer["previous"] == second
     assert pointer["by"].startswith("alice@") and pointer["reason"] == f"ship {third}"
-    assert registry.main([*cli, "rollback", "--reason", "bad answers in production"]) == 0
+    assert execute(registry_cli.main, [*cli, "rollback", "--reason", "bad answers in production"]) == 0
     pointer = registry.champion_pointer(model_dir)
     assert pointer["version"] == second and pointer["history"] == [first] and pointer["event"] == "rolled back to"
-    assert registry.main([*cli, "rollback", "--reason", "still bad"]) == 0
+    assert execute(registry_cli.main, [*cli, "rollback", "--reason", "still bad"]) == 0
     assert registry.champion(model_dir) == first
-    assert registry.main([*cli, "rollback", "--reason", "once more"]) == 1  # nothing earlier: unchanged
+    assert execute(registry_cli.main, [*cli, "rollback", "--reason", "once more"]) == 1  # nothing earlier: unchanged
     assert registry.champion(model_dir) == first
     assert CustomerModel.load(model_dir).version_ == first  # no version named: the champion, not the newest
     events = registry.events(model_dir, second)
@@ -136,10 +97,10 @@ def test_promote_and_rollback_are_recorded_pointer_changes(fitted, model_dir, mo
     assert [json.loads(line)["version"] for line in log_lines] == [first, second, third, second, first]
     assert not list(model_dir.glob(".champion.json.*"))  # no temporary pointer left behind
     capsys.readouterr()
-    assert registry.main([*cli, "list"]) == 0
+    assert execute(registry_cli.main, [*cli, "list"]) == 0
     listing = capsys.readouterr().out
     assert f"{first}    champion" in listing and f"{third}    candidate" in listing
-    assert registry.main([*cli, "show", second]) == 0
+    assert execute(registry_cli.main, [*cli, "show", second]) == 0
     assert json.loads(capsys.readouterr().out)["events"][1]["event"] == "promoted"
 
 
@@ -152,7 +113,7 @@ def test_a_rollback_skips_an_earlier_champion_that_no_longer_loads(fitted, model
     registry.promote(model_dir, good, "first")
     registry.promote(model_dir, broken, "forced, bypassing the checks")
     registry.promote(model_dir, current, "third")
-    assert registry.rollback(model_dir, "regression")["version"] == good
+    assert registry.rollback(model_dir, "regression", CustomerModel)["version"] == good
 
 
 def test_leftover_incoming_directories_are_cleaned_but_not_a_live_save(fitted, model_dir) -> None:
@@ -176,9 +137,14 @@ def test_leftover_incoming_directories_are_cleaned_but_not_a_live_save(fitted, m
 
 
 def test_training_options_are_recorded_and_warm_start_takes_hyperparameters(feature_frame, settings) -> None:
-    first = train_and_register(feature_frame, replace(settings, params={"max_iter": 40, "learning_rate": 0.2}))
+    first = train_and_register(
+        feature_frame, settings.model_copy(update={"params": {"max_iter": 40, "learning_rate": 0.2}})
+    )
     second = train_and_register(
-        feature_frame, replace(settings, params={"max_leaf_nodes": 15}, warm_start_from=first.path.name, promote=False)
+        feature_frame,
+        settings.model_copy(
+            update={"params": {"max_leaf_nodes": 15}, "warm_start_from": first.path.name, "promote": False}
+        ),
     )
     metadata = registry.read_metadata(settings.model_dir, second.path.name)
     options = metadata["training_options"]
@@ -192,5 +158,5 @@ def test_training_options_are_recorded_and_warm_start_takes_hyperparameters(feat
 
 def test_the_time_limit_stops_training_and_saves_nothing(feature_frame, settings) -> None:
     with pytest.raises(TimeLimitExceeded, match=r"time limit of 0.01 s"):
-        train_and_register(feature_frame, replace(settings, params={"max_iter": 500}, time_limit=0.01))
+        train_and_register(feature_frame, settings.model_copy(update={"params": {"max_iter": 500}, "time_limit": 0.01}))
     assert registry.versions(settings.model_dir) == []

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from data_science import registry
 from data_science.model import CustomerModel
-from data_science.registry import ModelVersionError
+from machine_learning_engineering import registry
+from machine_learning_engineering.registry import ModelVersionError
 
 
 def test_latest_complete_version_wins_and_half_written_ones_are_skipped(fitted, model_dir, caplog) -> None:

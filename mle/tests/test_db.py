@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 
@@ -30,13 +29,13 @@ def test_connect_waits_for_a_server_that_is_still_starting(companydata, caplog) 
 
 
 def test_gives_up_after_the_timeout(companydata) -> None:
-    settings = dataclasses.replace(companydata.settings(), port=1)
+    settings = companydata.settings().model_copy(update={"port": 1})
     with pytest.raises(psycopg2.OperationalError, match="Connection refused"):
         wait_for_database(settings, timeout=1)
 
 
 def test_wrong_password_is_not_retried(companydata, caplog) -> None:
-    settings = dataclasses.replace(companydata.settings("ds"), password="wrong")
+    settings = companydata.settings("ds").model_copy(update={"password": "wrong"})
     with caplog.at_level(logging.WARNING), pytest.raises(psycopg2.OperationalError, match="password authentication"):
         connect(settings, timeout=30)
     assert not [r for r in caplog.records if "not ready" in r.getMessage()]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
 from typing import Self
 
 import numpy as np
@@ -12,31 +10,30 @@ import pytest
 
 from machine_learning_engineering.model import MLEModel
 from machine_learning_engineering.prediction_log import PredictionLogger
+from machine_learning_engineering.schema import Feature, FeatureError, FeatureSchema
+
+SCHEMA = FeatureSchema(
+    (
+        Feature("attr_a", "integer", "a count", 1),
+        Feature("attr_b", "category", "a category", "c"),
+        Feature("scd_a", "number", "a score", 0.5),
+        Feature("scd_b", "integer", "a level", 3),
+    )
+)
 
 
 class RuleModel(MLEModel):
     """label = attr_a above the training median; probability = attr_a / 5."""
 
+    feature_schema = SCHEMA
+
     def fit(self, data: pd.DataFrame) -> Self:
         self.cut_ = float(data["attr_a"].median())
         return self
 
-    def predict(self, features: pd.DataFrame) -> np.ndarray:
-        return (features["attr_a"].to_numpy() > self.cut_).astype(int)
-
-    def predict_labels_and_probabilities(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        return self.predict(features), features["attr_a"].to_numpy() / 5
-
-    def save(self, model_dir: Path) -> Path:
-        (model_dir / "rule.pkl").write_bytes(pickle.dumps(self))
-        self.version_ = "rule-1"
-        return model_dir
-
-    @classmethod
-    def load(cls, model_dir: Path, version: str | None = None) -> Self:
-        model = pickle.loads((model_dir / "rule.pkl").read_bytes())
-        model.version_ = "rule-1"
-        return model
+    def score(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        attr_a = features["attr_a"].to_numpy()
+        return (attr_a > self.cut_).astype(np.int64), attr_a / 5
 
 
 @pytest.fixture
@@ -91,9 +88,20 @@ def test_idx_and_rows_must_match(model) -> None:
 
 
 def test_the_logger_is_not_part_of_the_saved_model(model, tmp_path) -> None:
-    model.save(tmp_path)
+    path = model.save(tmp_path)
     loaded = RuleModel.load(tmp_path)
     assert loaded.prediction_logger is None and loaded.cut_ == model.cut_
+    assert loaded.version_ == path.name == model.version_
+    assert loaded.metadata_["model_class"].endswith(":RuleModel") and loaded.metadata_["features"] == SCHEMA.kinds
+
+
+def test_input_is_validated_once_by_the_contract_not_by_the_model(model) -> None:
+    with pytest.raises(FeatureError, match="attr_a must be a number: 'five' in row 0"):
+        model.predict_with_logging(1, pd.DataFrame([{**ROW, "attr_a": "five"}]))
+    # A frame the caller built from validated values (the API's) is scored as it is.
+    frame = SCHEMA.frame([ROW])
+    assert frame.dtypes.tolist() == ["float64", object, "float64", "float64"]
+    assert model.predict_with_logging(1, frame, validated=True) == 1
 
 
 def test_default_logger_writes_as_mle_user_from_the_environment(companydata, monkeypatch) -> None:

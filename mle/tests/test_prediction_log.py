@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
 import pandas as pd
 from prometheus_client import REGISTRY
+from testkit.fixtures import wait_until
 
-from data_engineering.testing import wait_until
 from machine_learning_engineering.prediction_log import PredictionLogger, PredictionRecord
 
 
@@ -190,7 +189,7 @@ def test_a_full_buffer_spills_to_the_spool_and_nothing_is_lost(companydata, tmp_
 
 
 def test_a_wrong_password_is_visible_at_once_and_an_error_every_period(companydata, caplog) -> None:
-    settings = dataclasses.replace(companydata.settings("mle"), password="wrong")
+    settings = companydata.settings("mle").model_copy(update={"password": "wrong"})
     logger = PredictionLogger(settings, max_backoff=0.05, error_every=0.2, unready_after=0.5)
     with caplog.at_level(logging.ERROR, logger="machine_learning_engineering.prediction_log"):
         logger.start()  # no request needed: the writer probes the database when it starts

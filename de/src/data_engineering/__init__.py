@@ -1,9 +1,11 @@
 """Data engineering: raw customer and sales files into `companydata`, and `feature_store`."""
 
+from machine_learning_engineering.errors import StackError
+
 __version__ = "0.1.0"
 
 
-class EtlError(Exception):
+class EtlError(StackError):
     """An ETL command stopped; its transaction was rolled back, so nothing was changed."""
 
 
@@ -13,3 +15,5 @@ class DataError(EtlError):
 
 class DatabaseBusy(EtlError):
     """Other sessions held locks the ETL needs past its deadline; nothing was changed: retry later."""
+
+    exit_code = 75  # sysexits.h EX_TEMPFAIL

@@ -1,5 +1,3 @@
-import sys
+from data_engineering.cli import entry
 
-from data_engineering.cli import main
-
-sys.exit(main())
+entry()

@@ -1,14 +1,16 @@
-"""`python -m data_engineering <stage>`: thin wiring from the command line to the stages."""
+"""`companydata-etl <stage>` (or `python -m data_engineering`): the command line, wired to the stages."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import re
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
 import psycopg2
+from psycopg2.extensions import cursor as PgCursor
 
 from data_engineering import DatabaseBusy, DataError
 from data_engineering.config import EtlSettings
@@ -16,12 +18,14 @@ from data_engineering.db import etl_transaction
 from data_engineering.features import build_features
 from data_engineering.generate import GeneratorConfig, generate
 from data_engineering.load import available_months, load_customers, load_sales, loaded_months
+from machine_learning_engineering.cli import run as run_cli
+from machine_learning_engineering.cli import setup_logging
 from machine_learning_engineering.config import ConfigError
 
 log = logging.getLogger("data_engineering")
 
-# sysexits.h EX_TEMPFAIL: other sessions held the locks the ETL needs; retry later.
-EX_TEMPFAIL = 75
+# Other sessions held the locks the ETL needs; retry later.
+EX_TEMPFAIL = DatabaseBusy.exit_code
 
 
 def month_arg(text: str) -> date:
@@ -52,7 +56,7 @@ def ensure_raw_data(raw_dir: Path) -> None:
         raise DataError(f"cannot generate the default dataset in {raw_dir}: {exc.strerror}: {exc.filename}") from None
 
 
-def _sales_months(cur, raw_dir: Path, args: argparse.Namespace) -> list[date]:
+def _sales_months(cur: PgCursor, raw_dir: Path, args: argparse.Namespace) -> list[date]:
     if not getattr(args, "all", True):
         return [args.month or previous_month(date.today())]
     months = available_months(raw_dir)
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace, settings: EtlSettings) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m data_engineering",
+        prog="companydata-etl",
         description="ETLs of the companydata database.",
         epilog="exit status: 0 done; 1 error (nothing was changed); 2 usage error; "
         f"{EX_TEMPFAIL} other sessions held the tables too long (nothing was changed; retry later)",
@@ -116,12 +120,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging()
+    if args.verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
     try:
         run(args, EtlSettings.from_env())
     except DatabaseBusy as exc:  # the message says nothing was changed, and to retry later
@@ -138,3 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error("interrupted; nothing was changed in the database")
         return 130
     return 0
+
+
+entry = run_cli(main)

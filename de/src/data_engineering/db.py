@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
+from typing import Any
 
 from psycopg2 import errors, sql
 from psycopg2.extensions import cursor as PgCursor
@@ -25,7 +26,7 @@ from psycopg2.extensions import cursor as PgCursor
 from data_engineering import DatabaseBusy
 from data_engineering.config import LockSettings
 from machine_learning_engineering.config import DatabaseSettings
-from machine_learning_engineering.db import connect
+from machine_learning_engineering.db import connect, fetch_one
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ _RETRY_LATER = "nothing was changed in the database; retry later"
 class EtlCursor(PgCursor):
     """The cursor of an ETL command: its lock settings and the tables it has staged."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.locks = LockSettings()
         self.staged: dict[str, str] = {}  # live name -> staged name, in staging order
@@ -150,7 +151,8 @@ def stage(cur: EtlCursor, table: str) -> str:
 
 def source_table(cur: PgCursor, table: str) -> str:
     """Where this command reads `table`: its staged replacement if it made one, else the table."""
-    return getattr(cur, "staged", {}).get(table, table)
+    staged: dict[str, str] = getattr(cur, "staged", {})
+    return staged.get(table, table)
 
 
 def swap_staged(cur: EtlCursor) -> None:
@@ -177,7 +179,7 @@ def swap_staged(cur: EtlCursor) -> None:
 
 def table_exists(cur: PgCursor, table: str) -> bool:
     cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",))
-    return bool(cur.fetchone()[0])
+    return bool(fetch_one(cur)[0])
 
 
 def table_columns(cur: PgCursor, table: str) -> list[str]:

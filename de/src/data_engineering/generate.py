@@ -63,7 +63,8 @@ def true_probability(attr_a: np.ndarray, attr_b: np.ndarray, scd_a: np.ndarray, 
     scd_b_effect = np.where(np.isnan(scd_b), 0.0, _SCD_B[np.nan_to_num(scd_b).astype(int).clip(0, 5)])
     interaction = 0.6 * ((attr_b == "d") & (np.nan_to_num(scd_b) >= 4))
     logit = _INTERCEPT + _ATTR_A * (np.asarray(attr_a) - 3) + attr_b_effect + bump + scd_b_effect + interaction
-    return 1.0 / (1.0 + np.exp(-logit))
+    probability: np.ndarray = 1.0 / (1.0 + np.exp(-logit))
+    return probability
 
 
 def _month_starts(months: int) -> list[date]:

@@ -23,7 +23,7 @@ from psycopg2.extensions import cursor as PgCursor
 from tqdm import tqdm
 
 from data_engineering import DataError
-from data_engineering.db import read_sql, source_table, stage, table_columns, table_exists, table_sql
+from data_engineering.db import EtlCursor, read_sql, source_table, stage, table_columns, table_exists, table_sql
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def _check_activity_history(cur: PgCursor, path: Path, table: str) -> None:
     )
 
 
-def load_customers(cur: PgCursor, raw_dir: Path) -> list[StepResult]:
+def load_customers(cur: EtlCursor, raw_dir: Path) -> list[StepResult]:
     """Stage the four customer tables from the files; they replace the live ones at commit."""
     missing = [f"{raw_dir / t}.csv" for t in CUSTOMER_TABLES if not (raw_dir / f"{t}.csv").is_file()]
     if missing:

@@ -1,3 +1,3 @@
-"""The prediction API: Flask under gunicorn, serving the latest data_science model."""
+"""The prediction API: Flask under gunicorn, serving the MLEModel that MODEL_CLASS names."""
 
 __version__ = "0.1.0"

@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
-from machine_learning_engineering.config import ConfigError, number_from_env, production_problems
+from pydantic import Field
+
+from machine_learning_engineering.config import ConfigError, production_problems
+from machine_learning_engineering.settings import StackSettings
 
 
-@dataclass(frozen=True)
-class ServeSettings:
-    model_dir: Path
-    api_token: str | None = field(repr=False)
-    max_batch: int
-    max_body_bytes: int
-    model_poll_seconds: float
-    key_refresh_seconds: float = 5.0
+class ServeSettings(StackSettings):
+    """MODEL_DIR, MODEL_CLASS, API_TOKEN, MAX_BATCH_SIZE, MAX_BODY_BYTES, MODEL_POLL_SECONDS,
+    API_KEYS_REFRESH_SECONDS; `from_env` also applies the STACK_ENV=production rules."""
+
+    model_dir: Path = Path("models")
+    # The MLEModel subclass served: an entry point name in `companydata.models`, or `module:Class`.
+    model_class: str = "customer"
+    # None: the prediction endpoints are open.
+    api_token: str | None = Field(None, repr=False)
+    max_batch: int = Field(1000, gt=0, lt=100_001, validation_alias="MAX_BATCH_SIZE")
+    max_body_bytes: int = Field(1 << 20, gt=1023, lt=1 << 30)
+    model_poll_seconds: float = Field(2.0, gt=0, lt=3600)
+    key_refresh_seconds: float = Field(5.0, gt=0, lt=3600, validation_alias="API_KEYS_REFRESH_SECONDS")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ServeSettings:
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        """Refuses, first, a production stack that still has a documented development secret."""
         problems = production_problems(env)
         if problems:
             raise ConfigError("STACK_ENV=production: " + "; ".join(problems))
-        return cls(
-            model_dir=Path(env.get("MODEL_DIR", "") or "models"),
-            api_token=env.get("API_TOKEN") or None,
-            max_batch=int(number_from_env(env, "MAX_BATCH_SIZE", 1000, 0, 100_001)),
-            max_body_bytes=int(number_from_env(env, "MAX_BODY_BYTES", 1 << 20, 1023, 1 << 30)),
-            model_poll_seconds=number_from_env(env, "MODEL_POLL_SECONDS", 2.0, 0, 3600),
-            key_refresh_seconds=number_from_env(env, "API_KEYS_REFRESH_SECONDS", 5.0, 0, 3600),
-        )
+        return super().from_env(env)

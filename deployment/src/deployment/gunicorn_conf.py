@@ -7,11 +7,22 @@ worker: with several workers, OpenMP's default of one thread per core oversubscr
 and a one-row prediction pays for spinning up a pool.
 """
 
+from __future__ import annotations
+
 import gc
 import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+
+    class Worker(Protocol):
+        """What these hooks use of gunicorn's worker (gunicorn ships no type information)."""
+
+        pid: int
+
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Every worker writes its metrics here and /metrics sums them (prometheus_client's
@@ -36,7 +47,7 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 raw_env = ["OMP_NUM_THREADS=1"]
 
 
-def post_worker_init(worker):
+def post_worker_init(worker: Worker) -> None:
     """Move the loaded app and model out of the garbage collector's sight.
 
     They live as long as the worker; scanning them again on every collection made a
@@ -46,7 +57,7 @@ def post_worker_init(worker):
     gc.freeze()
 
 
-def on_starting(server):
+def on_starting(server: object) -> None:
     """Start from empty metrics: files of a previous run's workers would be summed in."""
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     if directory.is_dir():
@@ -56,15 +67,15 @@ def on_starting(server):
         directory.mkdir(parents=True)
 
 
-def worker_exit(server, worker):
+def worker_exit(server: object, worker: Worker) -> None:
     """Write what the prediction log still buffers before the worker goes; spool the rest."""
     from machine_learning_engineering.prediction_log import PredictionLogger
 
     PredictionLogger.close_default()
 
 
-def child_exit(server, worker):
+def child_exit(server: object, worker: Worker) -> None:
     """A dead worker's live gauges (buffered records, database up) no longer count."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated

@@ -23,6 +23,7 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,7 +31,10 @@ import psycopg2
 import psycopg2.errors
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from psycopg2.extensions import connection as PgConnection
 
+from deployment.errors import DeploymentError
+from machine_learning_engineering.cli import run
 from machine_learning_engineering.config import ConfigError, DatabaseSettings
 from machine_learning_engineering.db import connect, connect_once, first_line
 
@@ -41,7 +45,8 @@ KEY_ID_LENGTH = 8  # secrets.token_urlsafe(6): 48 random bits, plenty for a look
 SECRET_LENGTH = 43  # secrets.token_urlsafe(32)
 KEY_LENGTH = len(PREFIX) + KEY_ID_LENGTH + 1 + SECRET_LENGTH
 _KEY = re.compile(rf"{PREFIX}([A-Za-z0-9_-]{{{KEY_ID_LENGTH}}})_([A-Za-z0-9_-]{{{SECRET_LENGTH}}})")
-# Same rule as the table's CHECK constraint (de/db/init/40-api-keys.sql), checked first for a clearer message.
+# Same rule as the table's CHECK constraint (mle/src/machine_learning_engineering/bootstrap/40-api-keys.sql),
+# checked first for a clearer message.
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Distinct wrong keys remembered per process; beyond this the oldest are forgotten (bounded memory).
 MAX_CACHED_FAILURES = 4096
@@ -240,7 +245,7 @@ class KeyRing:
 # --- administration (api_admin) -----------------------------------------------------------
 
 
-class KeyAdminError(Exception):
+class KeyAdminError(DeploymentError):
     """A `create` / `revoke` / `list` that cannot be done; the message says why."""
 
 
@@ -254,7 +259,7 @@ class KeyInfo:
     revoked_at: datetime | None
 
 
-def _admin_connection(settings: DatabaseSettings):
+def _admin_connection(settings: DatabaseSettings) -> PgConnection:
     try:
         return connect(settings)
     except psycopg2.OperationalError as exc:
@@ -328,9 +333,9 @@ def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m deployment.keys", description="Create, revoke and list the API's client keys (as api_admin)."
+        prog="companydata-api-keys", description="Create, revoke and list the API's client keys (as api_admin)."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("create", help="create a key; it is printed once, on stdout").add_argument("name")
@@ -367,5 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+entry = run(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -11,8 +11,19 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported for the view)
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+# The exposition's Content-Type, for the /metrics view.
+CONTENT_TYPE: str = CONTENT_TYPE_LATEST
 
 REQUESTS = Counter("api_requests", "HTTP requests answered, by route and status.", ["endpoint", "status"])
 LATENCY = Histogram(
@@ -30,7 +41,7 @@ def exposition() -> bytes:
     """Every metric in Prometheus' text format, summed over the gunicorn workers when there are several."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
         return generate_latest(registry)
     return generate_latest(REGISTRY)
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_science import registry
-from data_science.model import CustomerModel
 from deployment import metrics
+from machine_learning_engineering import registry
+from machine_learning_engineering.model import MLEModel
 from machine_learning_engineering.prediction_log import PredictionLogger
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 class Served:
     """One consistent answer to "what serves": replaced as a whole, never edited."""
 
-    model: CustomerModel
+    model: MLEModel
     role: str  # "champion" or "fallback"
     champion: str | None
     no_skill: bool
@@ -57,7 +57,14 @@ def _stat(path: Path) -> tuple[int, int, int] | None:
 
 
 class ModelHolder:
-    def __init__(self, model_dir: Path, poll_seconds: float, logger: PredictionLogger | None = None) -> None:
+    def __init__(
+        self,
+        model_class: type[MLEModel],
+        model_dir: Path,
+        poll_seconds: float,
+        logger: PredictionLogger | None = None,
+    ) -> None:
+        self.model_class = model_class
         self.model_dir = Path(model_dir)
         self.poll_seconds = poll_seconds
         self.logger = logger
@@ -71,7 +78,7 @@ class ModelHolder:
         self._thread: threading.Thread | None = None
 
     @property
-    def model(self) -> CustomerModel | None:
+    def model(self) -> MLEModel | None:
         served = self._served
         return served.model if served else None
 
@@ -150,21 +157,20 @@ class ModelHolder:
                 self._skill[version] = False
         return self._skill[version]
 
-    def _try(self, version: str) -> CustomerModel | None:
+    def _try(self, version: str) -> MLEModel | None:
         """The version loaded and verified (signature, smoke prediction), or None, logged once."""
         if version in self._failed:
             return None
         try:
-            model = CustomerModel.load(self.model_dir, version)
-            registry.verify(model, model.metadata_)
+            model, _ = registry.load_verified(self.model_dir, version, self.model_class)
         except Exception as exc:  # whatever an artifact does, this worker keeps serving
             self._failed[version] = str(exc)
             log.error("model version %s cannot serve, not using it: %s", version, exc)
             return None
         return model
 
-    def _serve(self, model: CustomerModel, role: str, champion: str | None, reason: str | None) -> bool:
-        previous = self.model.version_ if self._served else None
+    def _serve(self, model: MLEModel, role: str, champion: str | None, reason: str | None) -> bool:
+        previous = self._served.model.version_ if self._served else None
         model.prediction_logger = self.logger
         self._served = Served(model, role, champion, registry.flagged_no_skill(model.metadata_), reason)
         self.problem = None

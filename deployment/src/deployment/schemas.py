@@ -1,16 +1,31 @@
-"""Request and response shapes: validated strictly, and the source of the OpenAPI schemas."""
+"""Request and response shapes: validated strictly, and the source of the OpenAPI document.
+
+The request models are built from the served model class's feature declaration
+(`MLEModel.feature_schema`), so the API takes whatever features the configured model
+declares: a second model is a new subclass, not a change here.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from annotated_types import Interval
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    RootModel,
+    StringConstraints,
+    create_model,
+)
 
-from data_science.features import SCHEMA, Feature
+from machine_learning_engineering.schema import Feature, FeatureSchema
 
-# The challenge's example request: the OpenAPI example, the tests' baseline, example_request.py.
-EXAMPLE_REQUEST = {"idx": 150000, "features": {"attr_a": 1, "attr_b": "c", "scd_a": 0.55, "scd_b": 3}}
+# The example client idx (the challenge's): the OpenAPI example, the page, example_request.py.
+EXAMPLE_IDX = 150000
 
 
 def _integral(value: Any) -> Any:
@@ -27,7 +42,7 @@ Category = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$
 
 
 class Strict(BaseModel):
-    # No coercion: "1" is not 1, true is not 1, 2.0 is not an integer; NaN and Infinity are refused.
+    # No coercion: "1" is not 1, true is not 1, 2.5 is not an integer; NaN and Infinity are refused.
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
@@ -41,19 +56,45 @@ def _annotation(feature: Feature) -> Any:
     return kind | None if feature.nullable else kind
 
 
-# Built from the one declaration of the features (data_science.features.SCHEMA). Keys are
-# required; a missing value is an explicit null.
-Features: type[Strict] = create_model(
-    "Features",
-    __base__=Strict,
-    __doc__="The client's features; every one may be null (missing), as in real data.",
-    **{f.name: (_annotation(f), Field(description=f.description, examples=[f.example])) for f in SCHEMA},
-)
+@dataclass(frozen=True)
+class RequestModels:
+    """The request models of one feature declaration."""
+
+    features: type[Strict]
+    predict: type[Strict]
+    batch: type[RootModel[Any]]
+    example: dict[str, Any]
 
 
-class PredictRequest(Strict):
-    idx: Integer = Field(ge=0, le=BIGINT_MAX, description="The client's id.", examples=[150000])
-    features: Features
+def request_models(schema: FeatureSchema, max_batch: int) -> RequestModels:
+    """The single and batch (at most `max_batch` records) request models for `schema`. Keys
+    are required; a missing value is an explicit null."""
+    # Typed as Any, like `_annotation`: an unpacked dict of a narrower value type would have to
+    # fit create_model's own keyword parameters (`__base__`, `__doc__`, ...) too.
+    fields: dict[str, Any] = {
+        f.name: (_annotation(f), Field(description=f.description, examples=[f.example])) for f in schema
+    }
+    features: type[Strict] = create_model(
+        "Features",
+        __base__=Strict,
+        __doc__="The client's features; every nullable one may be null (missing), as in real data.",
+        **fields,
+    )
+    example: dict[str, JsonValue] = {"idx": EXAMPLE_IDX, "features": schema.example}
+    predict: type[Strict] = create_model(
+        "PredictRequest",
+        __base__=Strict,
+        __doc__="One client: its idx and its features.",
+        idx=(Integer, Field(ge=0, le=BIGINT_MAX, description="The client's id.", examples=[EXAMPLE_IDX])),
+        features=(features, ...),
+    )
+    predict.model_config["json_schema_extra"] = {"examples": [example]}
+    predict.model_rebuild(force=True)
+    # The bounds are documented here and enforced by the view, which names them in its refusal.
+    bounds = Field(json_schema_extra={"minItems": 1, "maxItems": max_batch})
+    batch = RootModel[Annotated[list[predict], bounds]]
+    batch.__doc__ = "Several clients, scored in one vectorised call."
+    return RequestModels(features, predict, batch, example)
 
 
 class Prediction(BaseModel):
@@ -68,13 +109,13 @@ class Prediction(BaseModel):
 
 class PredictResponse(Prediction):
     model_version: str
-    threshold: float
+    threshold: float | None = Field(description="The served model's decision threshold, if it has one.")
 
 
 class BatchResponse(BaseModel):
     predictions: list[Prediction]
     model_version: str
-    threshold: float
+    threshold: float | None
 
 
 class Problem(BaseModel):
@@ -85,3 +126,27 @@ class Problem(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     details: list[Problem] = Field(default_factory=list)
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok: the process is alive.")
+
+
+class PredictionLogState(BaseModel):
+    state: str = Field(description="ok, degraded (buffering through an outage) or failing.")
+    outage_seconds: float | None = None
+    buffered: int = 0
+    last_error: str | None = None
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: str = Field(description="ready, degraded (the log buffers through an outage) or unready.")
+    model_version: str | None
+    model_role: str | None = Field(None, description="champion or fallback.")
+    champion_version: str | None = None
+    no_skill: bool | None = None
+    fallback_reason: str | None = None
+    prediction_log: PredictionLogState
+    api_keys: str | None = Field(None, description="loaded or unavailable.")

@@ -13,8 +13,7 @@ import logging
 import platform
 from datetime import UTC, datetime
 from importlib import metadata as package_metadata
-from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import joblib
 import numpy as np
@@ -25,15 +24,15 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from data_science import registry
 from data_science.evaluate import choose_threshold
-from data_science.features import CATEGORICAL, FEATURES, validate_features, validate_labels
-from machine_learning_engineering.model import MLEModel
+from data_science.features import CATEGORICAL, FEATURES, SCHEMA, validate_labels
+from machine_learning_engineering.model import Labels, MLEModel, Probabilities
+from machine_learning_engineering.schema import FeatureSchema
 
 log = logging.getLogger(__name__)
 
 
-class CategoryCodes(TransformerMixin, BaseEstimator):
+class CategoryCodes(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # sklearn is untyped: its bases are Any
     """The features as one float matrix, each category replaced by its index among those seen in fit.
 
     Trees split ordinal codes of a handful of categories as well as native categories (the
@@ -53,7 +52,7 @@ class CategoryCodes(TransformerMixin, BaseEstimator):
         for j, name in enumerate(FEATURES):
             values = X[name].to_numpy()
             if name in self.categories_:
-                codes = pd.Index(self.categories_[name]).get_indexer(values)
+                codes = pd.Index(self.categories_[name]).get_indexer(pd.Index(values))  # as pandas would
                 out[:, j] = np.where(codes < 0, np.nan, codes)
             else:
                 out[:, j] = values
@@ -86,9 +85,14 @@ def missing_rates(features: pd.DataFrame) -> dict[str, float]:
 class CustomerModel(MLEModel):
     """P(label = 1) for a client from attr_a, attr_b, scd_a, scd_b.
 
-    `fit` keeps `threshold_fraction` of the training rows aside to choose the decision
-    threshold (max F1), so the threshold never sees the evaluation holdout either.
+    Versioning, validation and logged predictions come from the MLEModel contract; this class
+    adds the estimator, its threshold and what its metadata records. `fit` keeps
+    `threshold_fraction` of the training rows aside to choose the decision threshold (max F1),
+    so the threshold never sees the evaluation holdout either.
     """
+
+    feature_schema: ClassVar[FeatureSchema] = SCHEMA
+    pinned_libraries: ClassVar[tuple[str, ...]] = ("scikit-learn",)
 
     def __init__(
         self,
@@ -105,7 +109,7 @@ class CustomerModel(MLEModel):
         self.random_state = random_state
 
     def fit(self, data: pd.DataFrame) -> Self:
-        features, labels = validate_features(data), validate_labels(data)
+        features, labels = SCHEMA.validate(data), validate_labels(data)
         if labels.nunique() < 2:
             raise ValueError(f"cannot learn from one class: every label is {labels.iloc[0]}")
         x_fit, x_cut, y_fit, y_cut = train_test_split(
@@ -132,21 +136,37 @@ class CustomerModel(MLEModel):
         self.evaluation_: dict[str, Any] = {}
         return self
 
-    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.float64]]:
         """Shape (rows, 2), columns P(label = 0) and P(label = 1), as in scikit-learn."""
-        return self.pipeline_.predict_proba(validate_features(features))
+        return np.asarray(self.pipeline_.predict_proba(SCHEMA.validate(features)), dtype="float64")
 
-    def predict_labels_and_probabilities(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        p = self.predict_proba(features)[:, 1]
-        return (p >= self.threshold_).astype(int), p
+    def score(self, features: pd.DataFrame) -> tuple[Labels, Probabilities]:
+        p = np.asarray(self.pipeline_.predict_proba(features)[:, 1], dtype="float64")
+        return (p >= self.threshold_).astype(np.int64), p
 
-    def predict(self, features: pd.DataFrame) -> np.ndarray:
-        return self.predict_labels_and_probabilities(features)[0]
+    def known_categories(self) -> dict[str, list[str]]:
+        return {name: list(values) for name, values in self.categories_.items()}
+
+    @property
+    def decision_threshold(self) -> float:
+        return float(self.threshold_)
+
+    def check_fitted(self) -> list[str]:
+        """The pipeline expects the declared features, in order."""
+        problems = []
+        names = list(getattr(self, "feature_names_in_", []))
+        if names != list(FEATURES):
+            problems.append(f"it expects features {names}; the serving schema has {list(FEATURES)}")
+        estimator = self.pipeline_.steps[-1][1] if hasattr(self, "pipeline_") else None
+        n_in = getattr(estimator, "n_features_in_", None)
+        if n_in != len(FEATURES):
+            problems.append(f"its estimator expects {n_in} input columns, not {len(FEATURES)}")
+        return problems
 
     def metadata(self) -> dict[str, Any]:
         """What a reader of the model directory (or GET /model) needs to trust this version."""
         return {
-            "model": type(self).__name__,
+            **super().metadata(),
             "estimator": type(self.pipeline_.named_steps["model"]).__name__,
             "params": {k: getattr(self, k) for k in ("learning_rate", "max_iter", "max_leaf_nodes", "random_state")},
             "created_at": datetime.now(UTC).isoformat(),
@@ -159,27 +179,7 @@ class CustomerModel(MLEModel):
                 "data_science": package_metadata.version("data_science"),
                 "machine_learning_engineering": package_metadata.version("machine_learning_engineering"),
             },
-            "features": FEATURES,
-            "categories": self.categories_,
             "threshold": {"value": self.threshold_, "method": "max F1 on a stratified slice of the training rows"},
             "training": self.training_,
             "evaluation": self.evaluation_,
         }
-
-    def save(self, model_dir: Path, extra: dict[str, Any] | None = None) -> Path:
-        """A new candidate version (the champion changes only through `registry.promote`);
-        `extra` adds to the metadata (the training job records its options there)."""
-        path = registry.save_version(Path(model_dir), self, {**self.metadata(), **(extra or {})})
-        self.version_ = path.name
-        return path
-
-    @classmethod
-    def load(cls, model_dir: Path, version: str | None = None) -> Self:
-        """The named version, else the champion, else (no champion yet) the newest complete one.
-        A version that cannot be unpickled is a ModelVersionError, never an ImportError."""
-        model, metadata = registry.load_version(Path(model_dir), version)
-        if not isinstance(model, cls):
-            raise registry.ModelVersionError(f"model version {metadata['version']} holds a {type(model).__name__}")
-        model.version_ = metadata["version"]
-        model.metadata_ = metadata
-        return model

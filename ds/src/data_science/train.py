@@ -1,8 +1,8 @@
-"""`python -m data_science.train`: wait for feature_store, train, evaluate, save a candidate, promote it if it passes.
+"""`companydata-train`: wait for feature_store, train, evaluate, save a candidate, promote it if it passes.
 
 Starts whenever it is started (before the ETL has run is fine: it waits), reads as ds_user,
 holds out a stratified slice for evaluation, saves a candidate version and promotes it to
-champion only if it passes the gate (`registry.assess`). Exit status: 0 when a champion
+champion only if it passes the gate (`promotion.assess`). Exit status: 0 when a champion
 serves afterwards (the candidate's or the previous one: a rejected candidate is reported by
 ERROR lines, not by failing the Compose start); 1 when the job failed (timeout, unusable data,
 time limit); 3 when no version can serve (the candidate fails its checks and there is no
@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,17 @@ import pandas as pd
 import psycopg2
 from sklearn.model_selection import train_test_split
 
-from data_science import registry
+from data_science import promotion
 from data_science.config import HYPERPARAMETERS, TrainSettings
+from data_science.errors import DataScienceError
 from data_science.evaluate import evaluate
-from data_science.features import FEATURES, LABEL, FeatureError
+from data_science.features import FEATURES, LABEL
 from data_science.model import CustomerModel
+from machine_learning_engineering import registry
+from machine_learning_engineering.cli import run as run_cli
 from machine_learning_engineering.config import ConfigError
 from machine_learning_engineering.db import TableNotReady, create_engine, wait_for_table
+from machine_learning_engineering.schema import FeatureError
 
 log = logging.getLogger("data_science.train")
 
@@ -43,11 +46,11 @@ MIN_PER_CLASS = 10
 EXIT_FAILED, EXIT_NOTHING_SERVES = 1, 3
 
 
-class UnusableData(ValueError):
+class UnusableData(DataScienceError, ValueError):
     """feature_store cannot make a model; the message says why."""
 
 
-class TimeLimitExceeded(RuntimeError):
+class TimeLimitExceeded(DataScienceError, RuntimeError):
     """Training took longer than --time-limit; nothing was saved."""
 
 
@@ -155,7 +158,7 @@ def hyperparameters(settings: TrainSettings) -> tuple[dict[str, Any], str | None
 class Outcome:
     path: Path
     promoted: bool
-    decision: registry.Decision
+    decision: promotion.Decision
     champion: str | None  # serving after this run
 
     @property
@@ -202,8 +205,7 @@ def train_and_register(frame: pd.DataFrame, settings: TrainSettings) -> Outcome:
     if not model.evaluation_["has_skill"]:
         log.warning("%s", model.evaluation_["verdict"])
     log.info("%s", summary(model, seconds, path))
-    metadata = registry.read_metadata(settings.model_dir, version)
-    decision = registry.assess(settings.model_dir, model, metadata, holdout, settings.tolerance)
+    decision = promotion.assess(settings.model_dir, model, model.metadata_, holdout, settings.tolerance)
     reason = "; ".join(decision.reasons)
     if decision.promote and settings.promote:
         registry.promote(settings.model_dir, version, reason, **decision.checks)
@@ -215,7 +217,7 @@ def train_and_register(frame: pd.DataFrame, settings: TrainSettings) -> Outcome:
         registry.record_event(settings.model_dir, version, "passed", reason + "; not promoted (--no-promote)")
         log.info(
             "candidate %s passes the gate but is not promoted (--no-promote): "
-            "python -m data_science.registry promote %s --reason ...",
+            "companydata-registry promote %s --reason ...",
             version,
             version,
         )
@@ -247,8 +249,8 @@ def positive(kind: type) -> Any:
     return parse
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_science.train", description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="companydata-train", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, help="where versions are saved (default: $MODEL_DIR or models)")
     parser.add_argument("--wait-timeout", type=float, help="seconds to wait for feature_store (default: 3600)")
     parser.add_argument("--max-iter", type=positive(int), help="boosting rounds, at most (default 300)")
@@ -266,7 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-start-from", metavar="VERSION", help="start from that version's hyperparameters")
     parser.add_argument("--strict", action="store_true", help="exit 3 when the candidate is not promoted")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = TrainSettings.from_env()
         if args.test_size is not None and not 0 < args.test_size < 1:
@@ -284,15 +285,9 @@ def main(argv: list[str] | None = None) -> int:
             "strict": args.strict or None,
             "params": params or None,
         }
-        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         outcome = run(settings)
-    except (TableNotReady, UnusableData, FeatureError, ConfigError, TimeLimitExceeded) as exc:
-        log.error("training failed: %s", exc)
-        return EXIT_FAILED
-    except registry.ModelVersionError as exc:
-        log.error("training failed: %s", exc)
-        return EXIT_FAILED
-    except OSError as exc:
+    except (TableNotReady, FeatureError, ConfigError, DataScienceError, registry.ModelVersionError, OSError) as exc:
         log.error("training failed: %s", exc)
         return EXIT_FAILED
     if settings.strict and not outcome.promoted:
@@ -300,5 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     return outcome.exit_code
 
 
+entry = run_cli(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -7,32 +7,29 @@ nothing beyond what every other job has.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from machine_learning_engineering.config import DatabaseSettings, number_from_env
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from machine_learning_engineering.config import DatabaseSettings
+from machine_learning_engineering.settings import StackSettings
 
 
-@dataclass(frozen=True)
-class EdaSettings:
-    output: Path
-    sample_size: int
-    cv_folds: int
-    wait_timeout: float
-    database: DatabaseSettings
+class EdaSettings(StackSettings):
+    """EDA_OUTPUT, EDA_SAMPLE_SIZE, EDA_CV_FOLDS, EDA_WAIT_TIMEOUT, MODEL_CLASS, and the `ds`
+    login's DB_* variables."""
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> EdaSettings:
-        env = os.environ if env is None else env
-        return cls(
-            output=Path(env.get("EDA_OUTPUT", "") or "eda/eda.pdf"),
-            sample_size=int(number_from_env(env, "EDA_SAMPLE_SIZE", 100_000, 0)),
-            cv_folds=int(number_from_env(env, "EDA_CV_FOLDS", 5, 1, 21)),
-            wait_timeout=number_from_env(env, "EDA_WAIT_TIMEOUT", 3600.0),
-            database=DatabaseSettings.from_env("ds", env),
-        )
+    model_config = SettingsConfigDict(env_prefix="EDA_")
+
+    output: Path = Path("eda/eda.pdf")
+    sample_size: int = Field(100_000, gt=0)
+    cv_folds: int = Field(5, gt=1, lt=21)
+    # Seconds to wait for feature_store.
+    wait_timeout: float = Field(3600.0, gt=0)
+    # The MLEModel subclass studied: an entry point name in `companydata.models`, or `module:Class`.
+    model_class: str = Field("customer", validation_alias="MODEL_CLASS")
+    database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings.from_env("ds"))
 
     def parameters(self) -> dict[str, int]:
         """What the notebook's `parameters` cell receives."""

@@ -23,6 +23,8 @@ from papermill.exceptions import PapermillExecutionError
 from pygments.formatters import HtmlFormatter
 from weasyprint.urls import URLFetcher
 
+from eda.errors import EdaError
+
 log = logging.getLogger(__name__)
 # WeasyPrint narrates every step and every browser-only CSS rule of nbconvert's template.
 logging.getLogger("weasyprint").setLevel(logging.ERROR)
@@ -32,7 +34,7 @@ NOTEBOOK = resources.files("eda") / "notebooks" / "eda.ipynb"
 TITLE = "companydata: exploratory data analysis"
 
 
-class RenderError(RuntimeError):
+class RenderError(EdaError, RuntimeError):
     """The notebook failed or could not be rendered; the message names the cell."""
 
 
@@ -53,14 +55,16 @@ def execute(notebook: Path, executed: Path, parameters: dict[str, Any]) -> nbfor
             f"{notebook.name}: cell {exc.cell_index} (execution {exc.exec_count}) failed: "
             f"{exc.ename}: {exc.evalue}\n  the cell begins: {first_line}"
         ) from None
-    return nbformat.read(executed, as_version=4)
+    node: nbformat.NotebookNode = nbformat.read(executed, as_version=4)  # type: ignore[no-untyped-call]  # nbformat leaves read() unannotated
+    return node
 
 
 def to_pdf(notebook: nbformat.NotebookNode, pdf: Path) -> None:
     """Write the PDF atomically: readers (the proxy serving it) never see half a file."""
     # "basic" is markup without the browser template's flexbox layout, which WeasyPrint
     # cannot split across pages; print.css and Pygments' colours style it for paper.
-    body, _ = HTMLExporter(template_name="basic").from_notebook_node(notebook)
+    exporter = HTMLExporter(template_name="basic")  # type: ignore[no-untyped-call]  # traitlets __init__, unannotated
+    body, _ = exporter.from_notebook_node(notebook)
     html = f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{TITLE}</title></head><body>{body}</body></html>'
     css = (resources.files("eda") / "print.css").read_text() + HtmlFormatter().get_style_defs(".highlight")
     offline = URLFetcher(allowed_protocols={"data"})  # inline figures only, never the network

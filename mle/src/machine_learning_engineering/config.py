@@ -5,16 +5,29 @@ Names follow the challenge's compose file, so the same `.env` drives Docker and 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from machine_learning_engineering.settings import NOT_FROM_ENV, ConfigError, StackSettings, TcpPort, environment
+
+__all__ = [
+    "MIN_PRODUCTION_TOKEN",
+    "ROLE_LOGINS",
+    "ConfigError",
+    "DatabaseSettings",
+    "PredictionLogSettings",
+    "Role",
+    "production_problems",
+]
 
 Role = Literal["admin", "etl", "ds", "mle", "api_admin"]
 
 # Role -> (login name, variable holding its password). The login names are fixed by the
-# database bootstrap (de/db/init); only the passwords are deployment secrets. `admin` is the
+# database bootstrap (machine_learning_engineering/bootstrap); only the passwords are deployment secrets. `admin` is the
 # superuser, used by the bootstrap alone; every service logs in as the role its job needs.
 ROLE_LOGINS: dict[str, tuple[str, str]] = {
     "admin": ("admin", "ADMIN_DB_PASSWORD"),
@@ -27,56 +40,28 @@ ROLE_LOGINS: dict[str, tuple[str, str]] = {
 MIN_PRODUCTION_TOKEN = 16
 
 
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
+class DatabaseSettings(StackSettings):
+    """Where and as whom to connect: DB_HOSTNAME, DB_PORT, DB_NAME, DB_CONNECT_TIMEOUT, and the
+    role's password variable (ROLE_LOGINS). The password stays out of repr() and logs."""
 
+    model_config = SettingsConfigDict(env_prefix="DB_")
 
-def number_from_env(
-    env: Mapping[str, str], name: str, default: float, low: float = 0.0, high: float = float("inf")
-) -> float:
-    """A number strictly between low and high, or the default when the variable is unset or empty."""
-    raw = env.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not low < value < high:
-        bound = f"greater than {low:g}" if high == float("inf") else f"between {low:g} and {high:g}"
-        raise ConfigError(f"{name}={raw!r} must be {bound}")
-    return value
-
-
-@dataclass(frozen=True)
-class DatabaseSettings:
-    """Where and as whom to connect. The password stays out of repr() and logs."""
-
-    host: str
-    port: int
-    name: str
-    user: str
-    password: str = field(repr=False)
-    connect_timeout: float = 60.0
+    host: str = Field("localhost", validation_alias="DB_HOSTNAME")
+    port: TcpPort = 5432
+    name: str = "companydata"
+    # Seconds `db.connect` keeps retrying while the server starts.
+    connect_timeout: float = Field(60.0, gt=0)
+    user: Annotated[str, NOT_FROM_ENV]
+    password: Annotated[str, NOT_FROM_ENV] = Field(repr=False)
 
     @classmethod
-    def from_env(cls, role: Role, env: Mapping[str, str] | None = None) -> DatabaseSettings:
-        env = os.environ if env is None else env
+    def from_env(cls, role: Role, env: Mapping[str, str] | None = None) -> Self:  # type: ignore[override]
+        """The settings of `role`'s login (its name and password variable from ROLE_LOGINS)."""
         if role not in ROLE_LOGINS:
             raise ConfigError(f"unknown database role {role!r}; expected one of {sorted(ROLE_LOGINS)}")
-        user, password_var = ROLE_LOGINS[role]
-        port_raw = env.get("DB_PORT", "") or "5432"
-        if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:
-            raise ConfigError(f"DB_PORT={port_raw!r} is not a TCP port number")
-        return cls(
-            host=env.get("DB_HOSTNAME", "") or "localhost",
-            port=int(port_raw),
-            name=env.get("DB_NAME", "") or "companydata",
-            user=user,
-            # Development default: the password equals the login name (see .env.example).
-            password=env.get(password_var, "") or user,
-            connect_timeout=number_from_env(env, "DB_CONNECT_TIMEOUT", 60.0),
-        )
+        user, password_variable = ROLE_LOGINS[role]
+        # Development default: the password equals the login name (see .env.example).
+        return cls._read(env, user=user, password=environment(env).get(password_variable) or user)
 
     @property
     def where(self) -> str:
@@ -84,29 +69,20 @@ class DatabaseSettings:
         return f"{self.user}@{self.host}:{self.port}/{self.name}"
 
 
-@dataclass(frozen=True)
-class PredictionLogSettings:
-    """How the prediction log buffers, spools and reports (the API's writer of `predictions`)."""
+class PredictionLogSettings(StackSettings):
+    """How the prediction log buffers, spools and reports (the API's writer of `predictions`):
+    PREDICTION_SPOOL_DIR, PREDICTION_LOG_CAPACITY, PREDICTION_LOG_SHUTDOWN_SECONDS,
+    READY_LOG_OUTAGE_SECONDS, and the `mle` login's DB_* variables."""
 
-    database: DatabaseSettings
+    model_config = SettingsConfigDict(env_prefix="PREDICTION_LOG_")
+
+    database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings.from_env("mle"))
     # Where unwritten records go on shutdown or overflow, to be replayed later; None: nowhere.
-    spool_dir: Path | None = None
-    capacity: int = 100_000
-    shutdown_flush_seconds: float = 5.0
+    spool_dir: Path | None = Field(None, validation_alias="PREDICTION_SPOOL_DIR")
+    capacity: int = Field(100_000, gt=0, lt=100_000_001)
+    shutdown_flush_seconds: float = Field(5.0, gt=0, lt=600, validation_alias="PREDICTION_LOG_SHUTDOWN_SECONDS")
     # How long the log may be unwritable before /ready says so with a 503.
-    outage_unready_seconds: float = 60.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PredictionLogSettings:
-        env = os.environ if env is None else env
-        spool = env.get("PREDICTION_SPOOL_DIR", "")
-        return cls(
-            database=DatabaseSettings.from_env("mle", env),
-            spool_dir=Path(spool) if spool else None,
-            capacity=int(number_from_env(env, "PREDICTION_LOG_CAPACITY", 100_000, 0, 100_000_001)),
-            shutdown_flush_seconds=number_from_env(env, "PREDICTION_LOG_SHUTDOWN_SECONDS", 5.0, 0, 600),
-            outage_unready_seconds=number_from_env(env, "READY_LOG_OUTAGE_SECONDS", 60.0, 0, 86_400),
-        )
+    outage_unready_seconds: float = Field(60.0, gt=0, lt=86_400, validation_alias="READY_LOG_OUTAGE_SECONDS")
 
 
 def production_problems(env: Mapping[str, str] | None = None) -> list[str]:
@@ -115,7 +91,7 @@ def production_problems(env: Mapping[str, str] | None = None) -> list[str]:
     The documented development defaults (each password equal to its login name) are public:
     a production stack that still uses one is open to anyone who read the README.
     """
-    env = os.environ if env is None else env
+    env = environment(env)
     if (env.get("STACK_ENV", "") or "development").strip().lower() != "production":
         return []
     problems = []

@@ -8,11 +8,14 @@ backoff and log each attempt, instead of crashing and relying on restart loops.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import psycopg2
 import sqlalchemy
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
+from psycopg2.extensions import cursor as PgCursor
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -23,6 +26,7 @@ from tenacity import (
 )
 
 from machine_learning_engineering.config import DatabaseSettings
+from machine_learning_engineering.errors import MLEError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, psycopg2.OperationalError) and not any(p in str(exc) for p in _PERMANENT)
 
 
-def _log_retry(settings: DatabaseSettings):
+def _log_retry(settings: DatabaseSettings) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         reason = first_line(exc) if exc else "unknown"
@@ -102,7 +106,15 @@ def create_engine(settings: DatabaseSettings) -> sqlalchemy.Engine:
     return sqlalchemy.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
 
 
-class TableNotReady(TimeoutError):
+def fetch_one(cur: PgCursor) -> tuple[Any, ...]:
+    """The row a query that always returns exactly one (an aggregate, `SELECT <expression>`) returned."""
+    row = cur.fetchone()
+    if row is None:
+        raise LookupError("the query returned no row")
+    return row
+
+
+class TableNotReady(MLEError, TimeoutError):
     """A table did not appear, or stayed empty, within the allowed time."""
 
 
@@ -112,10 +124,10 @@ def _table_state(settings: DatabaseSettings, table: str) -> str | None:
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
-            if not cur.fetchone()[0]:
+            if not fetch_one(cur)[0]:
                 return "does not exist yet"
             cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(table)))
-            return None if cur.fetchone()[0] else "exists but is empty"
+            return None if fetch_one(cur)[0] else "exists but is empty"
     finally:
         conn.close()
 

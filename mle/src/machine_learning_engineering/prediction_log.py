@@ -472,16 +472,17 @@ class PredictionLogger:
                 self._buffer.extendleft(reversed(batch))  # back in front, in order
                 self._in_flight = []
             self._last_error = _first_line(exc)
-            started = self._outage_since is None
-            if started:
-                self._outage_since = now
+            outage_since = self._outage_since
+            started = outage_since is None
+            if outage_since is None:
+                outage_since = self._outage_since = now
             if started or now - self._last_error_logged >= self.error_every:
                 self._last_error_logged = now
                 log.error(
                     "prediction log: cannot write to %s for %.0f s (%s: %s); %d record(s) buffered, "
                     "%d spooled so far; retrying",
                     self.settings.where,
-                    now - self._outage_since,
+                    now - outage_since,
                     type(exc).__name__,
                     self._last_error,
                     len(self._buffer),

@@ -1,4 +1,4 @@
-"""`python -m machine_learning_engineering.preflight`: refuse a production stack with public secrets.
+"""`companydata-preflight`: refuse a production stack with public secrets.
 
 Compose runs this once before every other service. With `STACK_ENV=production` it exits 1,
 naming every password that is still a documented development default and a missing
@@ -8,11 +8,13 @@ naming every password that is still a documented development default and a missi
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
+from machine_learning_engineering.cli import run
 from machine_learning_engineering.config import production_problems
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     problems = production_problems()
     if problems:
         print("preflight: STACK_ENV=production refuses to start:", file=sys.stderr)
@@ -24,5 +26,7 @@ def main() -> int:
     return 0
 
 
+entry = run(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,4 +1,4 @@
-"""pytest fixtures: a real, throwaway PostgreSQL bootstrapped from de/db/init.
+"""pytest fixtures: a real, throwaway PostgreSQL bootstrapped from mle/src/machine_learning_engineering/bootstrap.
 
 One cluster per test session (initdb takes seconds); each test gets the database back in its
 bootstrapped state: tables the test created are dropped, bootstrap tables emptied.
@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from data_engineering import localdb
 from data_engineering.generate import GeneratorConfig, generate
-from machine_learning_engineering.config import DatabaseSettings
+from machine_learning_engineering.config import DatabaseSettings, Role
 from machine_learning_engineering.db import connect
+from testkit import localdb
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "the condition") -> None:
@@ -54,7 +54,7 @@ class TestDatabase:
     bootstrap_tables: frozenset[str]
     bootstrap_schemas: frozenset[str] = frozenset()
 
-    def settings(self, role: str = "admin") -> DatabaseSettings:
+    def settings(self, role: Role = "admin") -> DatabaseSettings:
         """Connection settings for `role`: "etl" to run ETL stages (as production does), the
         default superuser "admin" only to set up, inspect and tear down."""
         return self.cluster.settings(role)
@@ -70,7 +70,7 @@ class TestDatabase:
             **extra,
         }
 
-    def query(self, sql: str, params: Any = None, role: str = "admin") -> list[tuple]:
+    def query(self, sql: str, params: Any = None, role: Role = "admin") -> list[tuple[Any, ...]]:
         conn = connect(self.settings(role))
         try:
             with conn, conn.cursor() as cur:
@@ -88,10 +88,11 @@ class TestDatabase:
 
     def digest(self, table: str) -> str:
         """A checksum of a table's full contents, independent of physical row order."""
-        return self.query(
+        digest: str = self.query(
             "SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
             f' FROM "{table}" AS t'
         )[0][0]
+        return digest
 
     def schemas(self) -> set[str]:
         return {r[0] for r in self.query("SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_'")}

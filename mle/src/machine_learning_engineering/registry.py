@@ -14,37 +14,39 @@ step, so a reader sees a complete version or none. The champion pointer is chang
 way: written to a temporary file, fsynced, renamed. Every version is a candidate until it is
 promoted; the API serves the champion only (see `deployment.model_holder`).
 
-`python -m data_science.registry list | show V | promote V --reason R | rollback --reason R`
+The registry knows models only through the MLEModel contract (the class passed to it): any
+model that implements it is versioned, verified and served the same way. The promotion
+policy (which metrics a candidate must reach) belongs to the model package; the command
+line (`companydata-registry`) to `machine_learning_engineering.registry_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import getpass
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
 import pandas as pd
-import sklearn
 
-from data_science.features import CATEGORICAL, FEATURES, LABEL
+from machine_learning_engineering.errors import MLEError
+
+if TYPE_CHECKING:
+    from machine_learning_engineering.model import MLEModel
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +60,9 @@ INCOMING = ".incoming-"
 # A `.incoming-*` directory is removed by the next save only when no process holds its lock
 # and it has not changed for this long (a save that has just created it has not locked it yet).
 INCOMING_GRACE_SECONDS = 60.0
-# A candidate may be this much worse than the champion (ROC AUC on the candidate's holdout).
-DEFAULT_TOLERANCE = 0.005
-# The fixed reference set every version must score before it can be promoted or served:
-# each known category, a category never seen, clients without activity, large values.
-REFERENCE_ROWS: list[dict[str, Any]] = [
-    {"attr_a": 1, "attr_b": "a", "scd_a": 0.5, "scd_b": 1},
-    {"attr_a": 2, "attr_b": "b", "scd_a": 0.0, "scd_b": 0},
-    {"attr_a": 3, "attr_b": "c", "scd_a": 1.5, "scd_b": 10},
-    {"attr_a": 4, "attr_b": "d", "scd_a": 0.25, "scd_b": 3},
-    {"attr_a": 0, "attr_b": "a", "scd_a": None, "scd_b": None},
-    {"attr_a": 5, "attr_b": "never-seen", "scd_a": 1e6, "scd_b": 100_000},
-]
 
 
-class ModelVersionError(RuntimeError):
+class ModelVersionError(MLEError, RuntimeError):
     """No usable model version: the message says which and why."""
 
 
@@ -120,7 +110,7 @@ def clean_incoming(model_dir: Path, grace_seconds: float = INCOMING_GRACE_SECOND
     directory is removed only if that lock can be taken (its writer is gone) and it has not
     changed for `grace_seconds` (a writer between creating and locking it is not yet locked).
     """
-    removed = []
+    removed: list[str] = []
     if not model_dir.is_dir():
         return removed
     for path in model_dir.glob(INCOMING + "*"):
@@ -186,7 +176,7 @@ def read_metadata(model_dir: Path, version: str) -> dict[str, Any]:
     if not folder.is_dir():
         raise ModelVersionError(f"no model version {version!r} in {model_dir}")
     try:
-        metadata = json.loads((folder / METADATA).read_text())
+        metadata: dict[str, Any] = json.loads((folder / METADATA).read_text())
     except FileNotFoundError:
         raise ModelVersionError(f"model version {version} in {model_dir} is incomplete: no {METADATA}") from None
     except json.JSONDecodeError as exc:
@@ -199,14 +189,21 @@ def read_metadata(model_dir: Path, version: str) -> dict[str, Any]:
     return metadata
 
 
-def check_compatible(metadata: dict[str, Any]) -> None:
-    trained = metadata.get("versions", {}).get("scikit-learn")
-    if trained != sklearn.__version__:
-        raise ModelVersionError(
-            f"model version {metadata.get('version')} was trained with scikit-learn {trained}; this environment has "
-            f"{sklearn.__version__}. Pickled estimators are only reliable on the same version: install "
-            f"scikit-learn=={trained} or retrain."
-        )
+def check_compatible(metadata: dict[str, Any], model_class: type[MLEModel]) -> None:
+    """Refuse, before unpickling, a version trained with another release of a library the
+    model class pins (pickled estimators are only reliable on the same version)."""
+    for library in model_class.pinned_libraries:
+        trained = metadata.get("versions", {}).get(library)
+        try:
+            installed: str | None = package_metadata.version(library)
+        except package_metadata.PackageNotFoundError:
+            installed = None
+        if trained != installed:
+            raise ModelVersionError(
+                f"model version {metadata.get('version')} was trained with {library} {trained}; this environment has "
+                f"{installed}. Pickled estimators are only reliable on the same version: install "
+                f"{library}=={trained} or retrain."
+            )
 
 
 def unpickle(model_dir: Path, metadata: dict[str, Any]) -> Any:
@@ -220,9 +217,9 @@ def unpickle(model_dir: Path, metadata: dict[str, Any]) -> Any:
         ) from None
 
 
-def load_version(model_dir: Path, version: str | None = None) -> tuple[Any, dict[str, Any]]:
+def load_version(model_dir: Path, version: str | None, model_class: type[MLEModel]) -> tuple[Any, dict[str, Any]]:
     """The named version; without a name the champion, or (no champion yet) the newest
-    complete version. Verified (sha256, scikit-learn version) before it is unpickled."""
+    complete version. Verified (sha256, pinned library versions) before it is unpickled."""
     if version is None:
         version = champion(model_dir)
     if version is not None:
@@ -236,7 +233,7 @@ def load_version(model_dir: Path, version: str | None = None) -> tuple[Any, dict
                 log.warning("skipping %s", exc)
         else:
             raise ModelVersionError(f"no complete model version in {model_dir}; has the training job run?")
-    check_compatible(metadata)
+    check_compatible(metadata, model_class)
     return unpickle(model_dir, metadata), metadata
 
 
@@ -253,38 +250,40 @@ def flagged_no_skill(metadata: dict[str, Any]) -> bool:
     return metadata.get("evaluation", {}).get("has_skill") is False
 
 
-def check_signature(model: Any, metadata: dict[str, Any]) -> None:
-    """The features and types the serving schema expects, and what the API reads from a model."""
+def check_signature(model: MLEModel, metadata: dict[str, Any]) -> None:
+    """The features the loading code declares, and what a server reads from a model."""
+    schema = model.feature_schema
     problems = []
     expected = metadata.get("features")
-    if expected != FEATURES:
-        problems.append(f"its metadata lists features {expected}; the serving schema has {FEATURES}")
-    names = list(getattr(model, "feature_names_in_", []))
-    if names != list(FEATURES):
-        problems.append(f"it expects features {names}; the serving schema has {list(FEATURES)}")
-    estimator = getattr(getattr(model, "pipeline_", None), "steps", [(None, None)])[-1][1]
-    n_in = getattr(estimator, "n_features_in_", len(FEATURES))
-    if n_in != len(FEATURES):
-        problems.append(f"its estimator expects {n_in} input columns, not {len(FEATURES)}")
-    recorded = getattr(model, "categories_", None) or {}
-    for name in CATEGORICAL:
-        categories = recorded.get(name)
-        if not categories or not all(isinstance(c, str) for c in categories):
-            problems.append(f"it records no {name} categories")
-    threshold = getattr(model, "threshold_", None)
-    if not isinstance(threshold, float | int) or not 0 <= threshold <= 1:
-        problems.append(f"its threshold {threshold!r} is not a probability")
-    if not callable(getattr(model, "predict_labels_and_probabilities", None)):
-        problems.append(f"a {type(model).__name__} has no predict_labels_and_probabilities")
+    if expected != schema.kinds:
+        problems.append(f"its metadata lists features {expected}; the serving schema has {schema.kinds}")
+    try:  # an artifact from older code may lack what these read
+        recorded = model.known_categories()
+        for name in schema.categorical:
+            categories = recorded.get(name)
+            if not categories or not all(isinstance(c, str) for c in categories):
+                problems.append(f"it records no {name} categories")
+        threshold = model.decision_threshold
+        if threshold is not None and (not isinstance(threshold, float | int) or not 0 <= threshold <= 1):
+            problems.append(f"its threshold {threshold!r} is not a probability")
+        problems += model.check_fitted()
+    except Exception as exc:
+        problems.append(f"{type(exc).__name__}: {exc}")
     if problems:
         raise ModelVersionError(
             f"model version {metadata.get('version')} fails the signature check: " + "; ".join(problems)
         )
 
 
-def smoke_predict(model: Any, metadata: dict[str, Any], frame: pd.DataFrame | None = None) -> np.ndarray:
-    """Score the reference rows (or `frame`); P(label = 1) per row, or a ModelVersionError."""
-    frame = pd.DataFrame(REFERENCE_ROWS) if frame is None else frame
+def smoke_predict(
+    model: MLEModel, metadata: dict[str, Any], frame: pd.DataFrame | None = None
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Score the reference rows (or `frame`); P(label = 1) per row, or a ModelVersionError.
+
+    The reference rows come from the model's own declaration: each known category, a category
+    never seen, every nullable feature missing, zeros and large values."""
+    if frame is None:
+        frame = model.feature_schema.reference_rows(model.known_categories())
     try:
         labels, probabilities = model.predict_labels_and_probabilities(frame)
         labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype="float64")
@@ -305,16 +304,16 @@ def smoke_predict(model: Any, metadata: dict[str, Any], frame: pd.DataFrame | No
     return probabilities
 
 
-def verify(model: Any, metadata: dict[str, Any]) -> None:
+def verify(model: MLEModel, metadata: dict[str, Any]) -> None:
     """What serving needs: the signature, and a smoke prediction on the reference set."""
     check_signature(model, metadata)
     smoke_predict(model, metadata)
 
 
-def load_verified(model_dir: Path, version: str) -> tuple[Any, dict[str, Any]]:
-    model, metadata = load_version(model_dir, version)
-    verify(model, metadata)
-    return model, metadata
+def load_verified(model_dir: Path, version: str, model_class: type[MLEModel]) -> tuple[MLEModel, dict[str, Any]]:
+    model = model_class.load(model_dir, version)
+    verify(model, model.metadata_)
+    return model, model.metadata_
 
 
 # --- the champion pointer and events -------------------------------------------------------
@@ -418,7 +417,7 @@ def promote(model_dir: Path, version: str, reason: str, by: str | None = None, *
         return _set_champion(model_dir, version, "promoted", reason, by or actor(), history, details)
 
 
-def rollback(model_dir: Path, reason: str, by: str | None = None) -> dict[str, Any]:
+def rollback(model_dir: Path, reason: str, model_class: type[MLEModel], by: str | None = None) -> dict[str, Any]:
     """Back to the previous champion (the newest one on the history that still loads and predicts)."""
     with _locked(model_dir):
         old = champion_pointer(model_dir)
@@ -428,7 +427,7 @@ def rollback(model_dir: Path, reason: str, by: str | None = None) -> dict[str, A
         while history:
             target = history.pop()
             try:
-                load_verified(model_dir, target)
+                load_verified(model_dir, target, model_class)
             except ModelVersionError as exc:
                 log.error("cannot roll back to %s: %s", target, exc)
                 continue
@@ -440,157 +439,11 @@ def reject(model_dir: Path, version: str, reasons: list[str], **details: Any) ->
     record_event(model_dir, version, "rejected", "; ".join(reasons), **details)
 
 
-# --- the promotion gate ---------------------------------------------------------------------
-
-
-@dataclass
-class Decision:
-    promote: bool
-    reasons: list[str] = field(default_factory=list)
-    checks: dict[str, Any] = field(default_factory=dict)
-    champion: str | None = None
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
-
-
-def assess(
-    model_dir: Path, model: Any, metadata: dict[str, Any], holdout: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE
-) -> Decision:
-    """Should this candidate become the champion?
-
-    Signature and smoke prediction always; with a usable champion, also skill against the
-    no-skill baseline and a holdout ROC AUC not below the champion's (scored on the same
-    holdout rows) minus `tolerance`. With no usable champion, the first version that loads
-    and predicts becomes it, skill or not (its metadata says which).
-    """
-    decision = Decision(promote=True)
-    try:
-        check_signature(model, metadata)
-        smoke_predict(model, metadata)
-        p = smoke_predict(model, metadata, holdout)
-    except ModelVersionError as exc:
-        return Decision(False, [str(exc)], {"signature_and_smoke": "failed"})
-    decision.checks["signature_and_smoke"] = "passed"
-    y = holdout[LABEL].to_numpy()
-    auc = _auc(y, p)
-    decision.checks.update(holdout_rows=len(holdout), roc_auc=auc, has_skill=has_skill(metadata))
-    current = champion(model_dir) if (model_dir / CHAMPION).exists() else None
-    champion_auc = None
-    if current is not None:
-        try:
-            champion_model, champion_metadata = load_verified(model_dir, current)
-            champion_auc = _auc(y, smoke_predict(champion_model, champion_metadata, holdout))
-        except ModelVersionError as exc:
-            log.error(
-                "the champion %s is unusable (%s): judging %s as if there were none",
-                current,
-                exc,
-                metadata.get("version"),
-            )
-    if champion_auc is None:
-        decision.reasons.append(
-            "no usable champion yet: the first version that loads and predicts becomes it"
-            + ("" if has_skill(metadata) else ", flagged NO SKILL")
-        )
-        return decision
-    decision.champion = current
-    if not has_skill(metadata):
-        decision.promote = False
-        verdict = metadata.get("evaluation", {}).get("verdict", "not evaluated")
-        decision.reasons.append(f"no skill against the no-skill baseline ({verdict})")
-    decision.checks.update(champion=current, champion_roc_auc=champion_auc, tolerance=tolerance)
-    if not math.isnan(champion_auc) and not auc >= champion_auc - tolerance:
-        decision.promote = False
-        decision.reasons.append(
-            f"holdout ROC AUC {auc:.4f} is worse than the champion {current}'s {champion_auc:.4f} on the same "
-            f"{len(holdout):,} rows by more than the tolerance {tolerance}"
-        )
-    if decision.promote:
-        decision.reasons.append(
-            f"skill, and holdout ROC AUC {auc:.4f} against the champion {current}'s {champion_auc:.4f} "
-            f"(tolerance {tolerance})"
-        )
-    return decision
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
 def status(model_dir: Path, version: str, pointer: dict[str, Any] | None) -> str:
+    """champion, former champion, rejected or candidate."""
     if pointer and pointer["version"] == version:
         return "champion"
     if pointer and version in pointer.get("history", []):
         return "former champion"
     seen = [e["event"] for e in events(model_dir, version)]
     return "rejected" if seen and seen[-1] == "rejected" else "candidate"
-
-
-def _list(model_dir: Path) -> int:
-    pointer = champion_pointer(model_dir)
-    print(f"{'version':<26} {'status':<16} {'skill':<8} {'roc_auc':>7} {'rows':>10}  created_at")
-    for version in reversed(versions(model_dir)):
-        try:
-            metadata = read_metadata(model_dir, version)
-        except ModelVersionError as exc:
-            print(f"{version:<26} {'broken':<16} {exc}")
-            continue
-        evaluation = metadata.get("evaluation", {})
-        auc = evaluation.get("metrics", {}).get("roc_auc", float("nan"))
-        rows = metadata.get("training", {}).get("rows", 0)
-        skill = "skill" if has_skill(metadata) else "NO SKILL"
-        print(
-            f"{version:<26} {status(model_dir, version, pointer):<16} {skill:<8} {auc:>7.4f} {rows:>10,}  "
-            f"{metadata.get('created_at', '')}"
-        )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_science.registry", description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, help="the model directory (default: $MODEL_DIR or models)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="every version, newest first, with its status")
-    show = commands.add_parser("show", help="a version's metadata and events, as JSON")
-    show.add_argument("version")
-    promote_cmd = commands.add_parser("promote", help="make a version the champion (it must load and predict)")
-    promote_cmd.add_argument("version")
-    promote_cmd.add_argument("--reason", required=True, help="why: recorded with who and when")
-    rollback_cmd = commands.add_parser("rollback", help="go back to the previous champion")
-    rollback_cmd.add_argument("--reason", required=True, help="why: recorded with who and when")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model_dir = args.model_dir or Path(os.environ.get("MODEL_DIR") or "models")
-    try:
-        if args.command == "list":
-            return _list(model_dir)
-        if args.command == "show":
-            metadata = read_metadata(model_dir, args.version)
-            shown = {
-                "status": status(model_dir, args.version, champion_pointer(model_dir)),
-                "metadata": metadata,
-                "events": events(model_dir, args.version),
-            }
-            print(json.dumps(shown, indent=2, default=str))
-            return 0
-        if args.command == "promote":
-            _, metadata = load_verified(model_dir, args.version)
-            if not has_skill(metadata):
-                log.warning("promoting %s, which has NO SKILL: %s", args.version, metadata["evaluation"].get("verdict"))
-            pointer = promote(model_dir, args.version, args.reason, manual=True)
-        else:
-            pointer = rollback(model_dir, args.reason)
-        log.info("champion is now %s (was %s): %s", pointer["version"], pointer["previous"], pointer["reason"])
-        return 0
-    except ModelVersionError as exc:
-        log.error("%s", exc)
-        return 1
-
-
-if __name__ == "__main__":
-    from data_science.registry import main as _main  # the package's module, not a second copy as __main__
-
-    sys.exit(_main())

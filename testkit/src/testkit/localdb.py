@@ -2,7 +2,8 @@
 
 Tests, benchmarks and `make demo` need a real server without Docker. This module runs
 `initdb` with the `admin` superuser, creates `companydata` and then applies every file of
-`de/db/init/` in name order, as /docker-entrypoint-initdb.d would, so there is one bootstrap.
+`mle/src/machine_learning_engineering/bootstrap/` in name order, as /docker-entrypoint-initdb.d
+would, so there is one bootstrap.
 
 PostgreSQL refuses to run as root: when we are root, the server binaries run as the
 `postgres` system user through `runuser`; as an ordinary user they run as that user.
@@ -21,13 +22,14 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from machine_learning_engineering.config import DatabaseSettings
+from machine_learning_engineering.config import DatabaseSettings, Role
 
 log = logging.getLogger(__name__)
 
-INIT_DIR = Path(__file__).resolve().parents[2] / "db" / "init"
+INIT_DIR = Path(str(resources.files("machine_learning_engineering") / "bootstrap"))
 SUPERUSER = "admin"
 DATABASE = "companydata"
 # Throwaway clusters trade durability for speed; a crash loses a test run, nothing else.
@@ -56,7 +58,8 @@ def find_bindir() -> Path:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]  # (host, port) for AF_INET
+        return port
 
 
 def _server_user() -> str | None:
@@ -138,9 +141,9 @@ class LocalCluster:
     def running(self) -> bool:
         return self._server(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "status", check=False).returncode == 0
 
-    def psql_env(self, extra: Mapping[str, str] = ()) -> dict[str, str]:
+    def psql_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment of the image's init phase: local socket, superuser, database."""
-        env = {**os.environ, **dict(extra)}
+        env = {**os.environ, **(extra or {})}
         env.update(
             PGHOST=str(self.socket_dir),
             PGPORT=str(self.port),
@@ -161,7 +164,7 @@ class LocalCluster:
             raise LocalDbError(f"psql failed: {result.stderr}")
         return result.stdout
 
-    def bootstrap(self, init_dir: Path = INIT_DIR, env: Mapping[str, str] = ()) -> None:
+    def bootstrap(self, init_dir: Path = INIT_DIR, env: Mapping[str, str] | None = None) -> None:
         """Create `companydata` and run init_dir/*.sh|*.sql in name order, like the image."""
         self.psql(f'CREATE DATABASE "{DATABASE}"', database="postgres")
         script_env = self.psql_env(env)
@@ -190,9 +193,9 @@ class LocalCluster:
                 raise LocalDbError(f"bootstrap file {path} failed: {result.stderr or result.stdout}")
             log.info("bootstrap: applied %s", path.name)
 
-    def settings(self, role: str, env: Mapping[str, str] = ()) -> DatabaseSettings:
+    def settings(self, role: Role, env: Mapping[str, str] | None = None) -> DatabaseSettings:
         """Connection settings for `role`, as the application would read them."""
-        return DatabaseSettings.from_env(role, {**dict(env), "DB_HOSTNAME": "127.0.0.1", "DB_PORT": str(self.port)})  # type: ignore[arg-type]
+        return DatabaseSettings.from_env(role, {**(env or {}), "DB_HOSTNAME": "127.0.0.1", "DB_PORT": str(self.port)})
 
 
 def create(
@@ -225,7 +228,7 @@ def temporary_cluster(fast: bool = True, env: Mapping[str, str] | None = None) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_engineering.localdb", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m testkit.localdb", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--datadir", type=Path, default=Path(".pgdata"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("DB_PORT", "5432")))

@@ -30,7 +30,8 @@ def status(url: str, timeout: float = 10) -> int:
     """HTTP status of a GET, or 0 when nothing answers yet."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status
+            code: int = response.status  # urlopen() is typed as returning Any
+            return code
     except urllib.error.HTTPError as exc:
         return exc.code
     except OSError:
