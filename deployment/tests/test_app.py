@@ -117,6 +117,7 @@ def test_not_json_wrong_content_type_and_oversize_body(make_app) -> None:
     client = make_app(max_body_bytes=2048).test_client()
     not_json = client.post("/predict", data="{idx: 1", content_type="application/json")
     assert not_json.status_code == 400 and not_json.json["error"] == "body is not valid JSON"
+    assert not_json.json["details"][0]["problem"].startswith("Invalid JSON: Expecting property name")
     form = client.post("/predict", data={"idx": "1"})
     assert form.status_code == 415 and "Content-Type must be application/json" in form.json["error"]
     huge = client.post("/predict", data="[" + "1," * 5000 + "1]", content_type="application/json")

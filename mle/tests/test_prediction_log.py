@@ -179,7 +179,10 @@ def test_a_full_buffer_spills_to_the_spool_and_nothing_is_lost(companydata, tmp_
         for start in range(0, 200, 20):
             logger.log(records(20, start=start))
         stats = logger.stats()
-        assert stats["dropped"] == 0 and stats["spooled"] >= 150 and stats["pending"] <= 50
+        # Nothing lost, memory bounded: the buffer holds at most `capacity`, and the writer at
+        # most one batch it took from it before the outage showed (how much depends on timing).
+        assert stats["dropped"] == 0 and stats["spooled"] + stats["pending"] == 200
+        assert stats["pending"] <= 2 * 50 and stats["spooled"] >= 100
     finally:
         companydata.cluster.start(fast=True)
     wait_until(lambda: count(companydata) == 200, what="every spilled record to be replayed")

@@ -13,10 +13,11 @@ import json
 import time
 from typing import Any
 
-from flask import Response, g, request
+from flask import Request, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 from flask_openapi3.models.info import Info
 from flask_openapi3.openapi import OpenAPI
+from werkzeug.exceptions import BadRequest
 
 from deployment import errors, metrics
 from deployment.auth import Guard
@@ -33,6 +34,13 @@ from machine_learning_engineering.prediction_log import PredictionLogger
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+class ApiRequest(Request):
+    """A body that is not JSON is refused naming where the parser stopped."""
+
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        raise BadRequest(f"Invalid JSON: {e}" if e is not None else "Invalid JSON")
 
 
 class StrictJSONProvider(DefaultJSONProvider):
@@ -64,6 +72,7 @@ def create_app(
         doc_ui=False,
     )
     app.json = StrictJSONProvider(app)
+    app.request_class = ApiRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["model_holder"] = holder
     app.extensions[EXTENSION] = Services(
