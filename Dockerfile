@@ -41,6 +41,21 @@ COPY ds/pyproject.toml ds/
 COPY deployment/pyproject.toml deployment/
 COPY eda/pyproject.toml eda/
 
+# sources: every package's manifest, README and src/, as the service builds install them. Copied
+# into a build stage after its locked dependencies, so a source change rebuilds only the last,
+# small layer of each service.
+FROM scratch AS sources
+COPY mle/pyproject.toml mle/README.md /src/mle/
+COPY mle/src /src/mle/src
+COPY de/pyproject.toml de/README.md /src/de/
+COPY de/src /src/de/src
+COPY ds/pyproject.toml ds/README.md /src/ds/
+COPY ds/src /src/ds/src
+COPY deployment/pyproject.toml deployment/README.md /src/deployment/
+COPY deployment/src /src/deployment/src
+COPY eda/pyproject.toml eda/README.md /src/eda/
+COPY eda/src /src/eda/src
+
 # runtime: the base of the Python services' final images (their venv comes from a build stage).
 FROM base AS runtime
 ENV PATH=/opt/venv/bin:$PATH
@@ -51,10 +66,7 @@ ENV PATH=/opt/venv/bin:$PATH
 FROM builder AS etl-build
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package data_engineering --no-install-workspace
-COPY mle/pyproject.toml mle/README.md mle/
-COPY mle/src mle/src
-COPY de/pyproject.toml de/README.md de/
-COPY de/src de/src
+COPY --from=sources /src /src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package data_engineering --no-editable
 
@@ -72,10 +84,7 @@ CMD ["companydata-etl", "etl"]
 FROM builder AS training-build
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package data_science --no-install-workspace
-COPY mle/pyproject.toml mle/README.md mle/
-COPY mle/src mle/src
-COPY ds/pyproject.toml ds/README.md ds/
-COPY ds/src ds/src
+COPY --from=sources /src /src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package data_science --no-editable
 
@@ -96,12 +105,7 @@ CMD ["companydata-train"]
 FROM builder AS api-build
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package deployment --no-install-workspace
-COPY mle/pyproject.toml mle/README.md mle/
-COPY mle/src mle/src
-COPY ds/pyproject.toml ds/README.md ds/
-COPY ds/src ds/src
-COPY deployment/pyproject.toml deployment/README.md deployment/
-COPY deployment/src deployment/src
+COPY --from=sources /src /src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package deployment --no-editable
 
@@ -127,12 +131,7 @@ CMD ["gunicorn", "-c", "python:deployment.gunicorn_conf", "deployment.app:create
 FROM builder AS eda-build
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package eda --no-install-workspace
-COPY mle/pyproject.toml mle/README.md mle/
-COPY mle/src mle/src
-COPY ds/pyproject.toml ds/README.md ds/
-COPY ds/src ds/src
-COPY eda/pyproject.toml eda/README.md eda/
-COPY eda/src eda/src
+COPY --from=sources /src /src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package eda --no-editable
 
