@@ -110,11 +110,12 @@ def blueprint(models: RequestModels) -> APIBlueprint:
             problem = f"duplicate key {duplicated!r}: each key may appear once per object"
             raise ApiError(422, "invalid request", [{"field": duplicated, "problem": problem}])
 
-    def score(records: list[Any]) -> tuple[MLEModel, list[Any], Any, Any, list[list[str]]]:
+    def score(records: list[dict[str, Any]]) -> tuple[MLEModel, list[Any], Any, Any, list[list[str]]]:
+        """Score validated records (dumped once, as plain dicts), logging each."""
         model = services().served_model()
-        features = [record.features.model_dump() for record in records]
+        features = [record["features"] for record in records]
         warnings = unknown_categories(model, features)
-        idx = [record.idx for record in records]
+        idx = [record["idx"] for record in records]
         labels, probabilities = model.predict_with_logging(
             idx, model.feature_schema.frame(features), with_probability=True, api_key=g.api_key, validated=True
         )
@@ -123,7 +124,7 @@ def blueprint(models: RequestModels) -> APIBlueprint:
 
     def predict(body: Predict) -> Response:  # type: ignore[valid-type]
         """Predict one client's label (logged in `predictions`)."""
-        model, idx, labels, probabilities, warnings = score([body])
+        model, idx, labels, probabilities, warnings = score([body.model_dump()])  # type: ignore[attr-defined]
         answer = PredictResponse(
             idx=idx[0],
             label=int(labels[0]),
@@ -136,7 +137,7 @@ def blueprint(models: RequestModels) -> APIBlueprint:
 
     def predict_batch(body: Batch) -> Response:  # type: ignore[valid-type]
         """Predict many clients in one vectorised call (each logged); at most MAX_BATCH_SIZE."""
-        records = body.root  # type: ignore[attr-defined]
+        records = body.model_dump()  # type: ignore[attr-defined]
         max_batch = services().settings.max_batch
         if not 1 <= len(records) <= max_batch:
             problem = f"send 1 to {max_batch} records, not {len(records)}"
