@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
+from testkit.fixtures import wait_until
+from testkit.localdb import free_port
+from testkit.process import gunicorn
 from testkit.toy_model import PlanModel, training_frame
 
 from deployment.app import create_app
@@ -90,3 +94,24 @@ def test_a_wrong_model_class_is_refused_by_name() -> None:
         model_class("json:dumps")
     assert model_class("customer").__name__ == "CustomerModel"
     assert json.dumps(sorted(model_class(SPEC).feature_schema.names)) == '["age", "plan"]'
+
+
+def test_the_production_wiring_serves_it_by_configuration(companydata, plan_models) -> None:
+    """gunicorn + create_app() with nothing but the environment: MODEL_CLASS picks the model."""
+    env = companydata.env(MODEL_DIR=str(plan_models), MODEL_CLASS=SPEC, GUNICORN_WORKERS="1")
+    with gunicorn(env, free_port()) as url:
+        request = urllib.request.Request(
+            url + "/predict",
+            json.dumps({"idx": 7, "features": {"age": 10, "plan": "gold"}}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+    assert answer["label"] == 1 and answer["model_version"] == registry.champion(plan_models)
+    wait_until(
+        lambda: companydata.query("SELECT features FROM predictions WHERE client_idx = 7") != [],
+        what="the prediction to be logged",
+    )
+    assert companydata.query("SELECT features FROM predictions WHERE client_idx = 7") == [
+        ({"age": 10, "plan": "gold"},)
+    ]
