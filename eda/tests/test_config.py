@@ -13,11 +13,15 @@ VARIABLES = ["EDA_OUTPUT", "EDA_SAMPLE_SIZE", "EDA_CV_FOLDS", "EDA_WAIT_TIMEOUT"
 def test_defaults_and_overrides() -> None:
     default = EdaSettings.from_env({})
     assert default.output == Path("eda/eda.pdf") and default.wait_timeout == 3600
-    assert default.parameters() == {"sample_size": 100_000, "cv_folds": 5}
+    assert default.parameters() == {"sample_size": 100_000, "cv_folds": 5, "model_class": "customer"}
     assert default.model_class == "customer"
     assert default.database == DatabaseSettings.from_env("ds", {})  # the EDA reads as the read-only role
     custom = EdaSettings.from_env({"EDA_SAMPLE_SIZE": "5000", "EDA_CV_FOLDS": "3", "EDA_OUTPUT": "/srv/x.pdf"})
-    assert custom.parameters() == {"sample_size": 5000, "cv_folds": 3} and custom.output == Path("/srv/x.pdf")
+    assert custom.parameters() == {
+        "sample_size": 5000,
+        "cv_folds": 3,
+        "model_class": "customer",
+    } and custom.output == Path("/srv/x.pdf")
 
 
 def test_every_variable_is_read() -> None:

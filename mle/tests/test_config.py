@@ -147,3 +147,12 @@ def test_constructed_directly_settings_read_nothing_and_are_frozen(monkeypatch: 
     with pytest.raises(ValueError):
         s.port = 2  # type: ignore[misc]
     assert s.model_copy(update={"password": "wrong"}).password == "wrong"
+
+
+def test_registry_settings_read_model_dir_and_class() -> None:
+    from machine_learning_engineering.config import RegistrySettings
+
+    assert RegistrySettings.from_env({}).model_dir == Path("models")
+    custom = RegistrySettings.from_env({"MODEL_DIR": "/models", "MODEL_CLASS": "pkg.mod:Model"})
+    assert (custom.model_dir, custom.model_class) == (Path("/models"), "pkg.mod:Model")
+    assert sorted(RegistrySettings.variables().values()) == ["MODEL_CLASS", "MODEL_DIR"]

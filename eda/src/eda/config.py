@@ -31,6 +31,6 @@ class EdaSettings(StackSettings):
     model_class: str = Field("customer", validation_alias="MODEL_CLASS")
     database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings.from_env("ds"))
 
-    def parameters(self) -> dict[str, int]:
+    def parameters(self) -> dict[str, int | str]:
         """What the notebook's `parameters` cell receives."""
-        return {"sample_size": self.sample_size, "cv_folds": self.cv_folds}
+        return {"sample_size": self.sample_size, "cv_folds": self.cv_folds, "model_class": self.model_class}

@@ -69,6 +69,15 @@ class DatabaseSettings(StackSettings):
         return f"{self.user}@{self.host}:{self.port}/{self.name}"
 
 
+class RegistrySettings(StackSettings):
+    """MODEL_DIR and MODEL_CLASS: where the versions are and which MLEModel they hold
+    (`companydata-registry`; its --model-dir / --model-class override them)."""
+
+    model_dir: Path = Field(Path("models"), validation_alias="MODEL_DIR")
+    # An entry point name in `companydata.models`, or `module:Class`.
+    model_class: str = Field("customer", validation_alias="MODEL_CLASS")
+
+
 class PredictionLogSettings(StackSettings):
     """How the prediction log buffers, spools and reports (the API's writer of `predictions`):
     PREDICTION_SPOOL_DIR, PREDICTION_LOG_CAPACITY, PREDICTION_LOG_SHUTDOWN_SECONDS,

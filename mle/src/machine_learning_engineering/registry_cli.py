@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from machine_learning_engineering import registry
 from machine_learning_engineering.cli import run
-from machine_learning_engineering.model import DEFAULT_MODEL, model_class
+from machine_learning_engineering.config import RegistrySettings
+from machine_learning_engineering.model import model_class
 
 log = logging.getLogger("machine_learning_engineering.registry")
 
@@ -43,9 +43,7 @@ def _list(model_dir: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="companydata-registry", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, help="the model directory (default: $MODEL_DIR or models)")
-    parser.add_argument(
-        "--model-class", help=f"the MLEModel the versions hold (default: $MODEL_CLASS or {DEFAULT_MODEL})"
-    )
+    parser.add_argument("--model-class", help="the MLEModel the versions hold (default: $MODEL_CLASS or customer)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every version, newest first, with its status")
     show = commands.add_parser("show", help="a version's metadata and events, as JSON")
@@ -56,8 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rollback_cmd = commands.add_parser("rollback", help="go back to the previous champion")
     rollback_cmd.add_argument("--reason", required=True, help="why: recorded with who and when")
     args = parser.parse_args(argv)
-    model_dir = args.model_dir or Path(os.environ.get("MODEL_DIR") or "models")
-    cls = model_class(args.model_class or os.environ.get("MODEL_CLASS") or DEFAULT_MODEL)
+    settings = RegistrySettings.from_env()
+    model_dir = args.model_dir or settings.model_dir
+    cls = model_class(args.model_class or settings.model_class)
     if args.command == "list":
         return _list(model_dir)
     if args.command == "show":
