@@ -1,0 +1,1 @@
+"""Dagster definitions: every stage of the stack as assets, checks, schedules and sensors."""
