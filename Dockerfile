@@ -6,6 +6,8 @@
 #   api        <project>-api                       gunicorn serving the champion from /models (:5000)
 #   eda        <project>-eda                       the EDA notebook, rendered to /srv/eda/eda.pdf
 #   proxy      <project>-proxy                     nginx in front of the API (:8080) and the EDA (:8081)
+#   orchestration <project>-orchestration          Dagster: dagster-webserver (:3000) and dagster-daemon
+#              (dagster-webserver, dagster-daemon)
 #   test       companydata-test (make test)       the whole test suite, with its system packages
 #
 # docker compose builds the service targets; `make test` builds `test` when the machine lacks the
@@ -174,6 +176,44 @@ STOPSIGNAL SIGQUIT
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
   CMD python -c "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8081/health', timeout=2).status != 200)"
 ENTRYPOINT ["python", "/etc/proxy/entrypoint.py"]
+
+# ---------------------------------------------------------------------------------------------
+# orchestration: Dagster (the orchestration package: every stage as assets, checks, schedules and
+# sensors). One image, two compose services: dagster-webserver (the UI and GraphQL API, :3000) and
+# dagster-daemon (schedules, sensors, the run queue). The daemon runs the stages itself, in-process
+# in run subprocesses, under their own database roles; so this image holds the ETL, training and
+# scoring code, and writes /data/raw (the ETL's default dataset) and /models (new versions).
+# Dagster's own records live in PostgreSQL (the `dagster` database): see dagster.yaml.
+# The builder and sources stages do not carry the orchestration package (the other images must not
+# rebuild when it changes): its manifest and source are copied here.
+FROM builder AS orchestration-build
+COPY orchestration/pyproject.toml orchestration/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --package orchestration --no-install-workspace
+COPY --from=sources /src /src
+COPY orchestration/pyproject.toml orchestration/README.md /src/orchestration/
+COPY orchestration/src /src/orchestration/src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --package orchestration --no-editable
+
+FROM runtime AS orchestration
+# uid 10001, as the etl and training images: the raw-data and models volumes belong to that uid
+# (whichever container mounts a new volume first gives it its directory's owner, hence the chowns).
+# DAGSTER_HOME (dagster.yaml, workspace.yaml) belongs to root: the services read it, never write it.
+ENV DAGSTER_HOME=/opt/dagster/home \
+    RAW_DATA_DIR=/data/raw \
+    MODEL_DIR=/models \
+    OMP_NUM_THREADS=2
+RUN useradd --create-home --uid 10001 dagster \
+ && mkdir -p /opt/dagster/home /data/raw /models /var/lib/dagster \
+ && chown dagster:dagster /data/raw /models /var/lib/dagster
+COPY --from=orchestration-build /opt/venv /opt/venv
+COPY orchestration/deploy/dagster.yaml orchestration/deploy/workspace.yaml /opt/dagster/home/
+USER dagster
+WORKDIR /opt/dagster/home
+EXPOSE 3000
+# The compose services set their command (and the webserver's healthcheck, /server_info).
+CMD ["dagster-webserver", "-h", "0.0.0.0", "-p", "3000", "-w", "workspace.yaml"]
 
 # ---------------------------------------------------------------------------------------------
 # test: the whole test suite for a machine that has Docker but not the suite's system packages

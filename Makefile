@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGES := mle de ds deployment eda testkit
+PACKAGES := mle de ds deployment eda testkit orchestration
 UV_VERSION := 0.13.9
 UV_DIR := build/uv-$(UV_VERSION)
 UV := $(UV_DIR)/bin/uv
@@ -16,7 +16,7 @@ DEMO_API_PORT ?= 5000
 DEMO_ENV = DB_HOSTNAME=127.0.0.1 DB_PORT=$(DEMO_DB_PORT) MODEL_DIR=$(DEMO_DIR)/models RAW_DATA_DIR=$(DEMO_DIR)/raw
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lock-check test lint format docs etl train models promote rollback example eda demo stop compose-test bench bench-etl bench-model bench-serve up down logs clean api-key revoke-key
+.PHONY: help install lock lock-check test lint format docs etl train models promote rollback example eda demo stop compose-test bench bench-etl bench-model bench-serve bench-orchestration up down logs clean api-key revoke-key
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -195,7 +195,10 @@ clean: ## stop the stack and delete its volumes, the venv and local data
 	-$(COMPOSE) down --volumes --remove-orphans
 	rm -rf $(VENV) data .pgdata $(DEMO_DIR) models $(BENCH_DIR) bench/results build
 
-bench: bench-etl bench-model bench-serve ## every benchmark
+bench: bench-etl bench-model bench-serve bench-orchestration ## every benchmark
+
+bench-orchestration: ## the graph through Dagster against the plain CLI (150,000 clients; goal <= 1.3x)
+	$(PY) bench/bench_orchestration.py --data-dir $(BENCH_DIR)
 
 bench-etl: ## ETL loads against psql \copy on a 1,500,000-client dataset
 	$(PY) bench/bench_etl.py --data-dir $(BENCH_DIR)

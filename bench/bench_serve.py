@@ -32,7 +32,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from bench_etl import dataset
-from testkit.process import gunicorn
 
 from data_engineering.db import etl_transaction
 from data_engineering.features import build_features
@@ -42,6 +41,7 @@ from data_science.features import EXAMPLE_REQUEST
 from data_science.train import read_training_data, train
 from machine_learning_engineering.db import connect
 from testkit import localdb
+from testkit.process import gunicorn
 
 CONCURRENCY = (1, 4, 16)
 BATCH_ROWS = 1_000

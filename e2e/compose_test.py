@@ -8,8 +8,12 @@ running stack or its volumes), then checks, in order:
   (nothing but preflight ever starts); with real passwords and a token, preflight passes;
 - the development stack starts; through the proxy only: the API becomes ready, the
   challenge's example request is answered and logged in `predictions`; `ds_user` cannot write;
-- network exposure: the api and eda containers publish nothing, the database and the proxy
-  are bound to 127.0.0.1 only (and refuse connections on this machine's other address);
+- network exposure: the api, eda and dagster-daemon containers publish nothing, the database,
+  the proxy and the Dagster webserver are bound to 127.0.0.1 only (and refuse connections on
+  this machine's other address);
+- Dagster: the webserver answers /server_info on its port, its code location is loaded, the
+  daemon container runs and reports its scheduler, sensor and run-queue daemons healthy; the
+  `dagster` login cannot connect to companydata;
 - a slow-client attack on the proxy (bounded) leaves /health fast; a body over the limit is
   refused by the proxy; the EDA PDF is served by the proxy, with its content type;
 
@@ -38,8 +42,14 @@ PASSWORD_VARIABLES = (
     "DS_DB_PASSWORD",
     "MLE_DB_PASSWORD",
     "API_ADMIN_DB_PASSWORD",
+    "DAGSTER_DB_PASSWORD",
 )
-SERVICES = ("preflight", "operational-db", "etl", "model-training", "api", "eda", "proxy")
+SERVICES = (
+    "preflight", "operational-db", "etl", "model-training", "api", "eda", "proxy",
+    "dagster-webserver", "dagster-daemon",
+)  # fmt: skip
+# The daemons the orchestrator cannot work without (Dagster's GraphQL names).
+DAGSTER_DAEMONS = ("SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR")
 PROBE_TIMEOUT = 3.0  # /health through the proxy under attack must answer within this
 
 
@@ -59,7 +69,12 @@ def step(text: str) -> None:
 
 class Stack:
     def __init__(self) -> None:
-        self.ports = {"API_HOST_PORT": free_port(), "EDA_HOST_PORT": free_port(), "DB_HOST_PORT": free_port()}
+        self.ports = {
+            "API_HOST_PORT": free_port(),
+            "EDA_HOST_PORT": free_port(),
+            "DB_HOST_PORT": free_port(),
+            "DAGSTER_HOST_PORT": free_port(),
+        }
         # The stack's own defaults, whatever a developer's .env or shell says.
         mine = ("STACK_ENV", "API_TOKEN", "PUBLISH_ADDRESS", "MAX_BODY_BYTES", "COMPOSE_FILE", "COMPOSE_PROFILES")
         self.env = {
@@ -155,7 +170,10 @@ def check_preflight(stack: Stack) -> None:
     missing = [name for name in (*PASSWORD_VARIABLES, "API_TOKEN") if name not in output]
     if refused.returncode != 1 or missing:
         raise CheckFailed(f"preflight with production defaults: exit {refused.returncode}, missing {missing}: {output}")
-    step("STACK_ENV=production with default passwords: preflight exits 1 naming all five passwords and API_TOKEN")
+    step(
+        f"STACK_ENV=production with default passwords: preflight exits 1 naming all {len(PASSWORD_VARIABLES)}"
+        " passwords and API_TOKEN"
+    )
 
     secrets = {name: f"not-the-default-{i}-x9" for i, name in enumerate(PASSWORD_VARIABLES)}
     passed = stack.compose(
@@ -176,7 +194,7 @@ def check_preflight(stack: Stack) -> None:
 
 
 def check_exposure(stack: Stack) -> None:
-    for service in ("api", "eda", "etl", "model-training", "preflight"):
+    for service in ("api", "eda", "etl", "model-training", "preflight", "dagster-daemon"):
         bindings = stack.inspect(service)["HostConfig"]["PortBindings"] or {}
         if bindings:
             raise CheckFailed(f"{service} publishes ports: {bindings}")
@@ -189,6 +207,7 @@ def check_exposure(stack: Stack) -> None:
     expected = {
         "operational-db": {"5432/tcp": stack.ports["DB_HOST_PORT"]},
         "proxy": {"8080/tcp": stack.ports["API_HOST_PORT"], "8081/tcp": stack.ports["EDA_HOST_PORT"]},
+        "dagster-webserver": {"3000/tcp": stack.ports["DAGSTER_HOST_PORT"]},
     }
     for service, ports in expected.items():
         bindings = stack.inspect(service)["HostConfig"]["PortBindings"] or {}
@@ -196,7 +215,10 @@ def check_exposure(stack: Stack) -> None:
         want = {port: [("127.0.0.1", str(host))] for port, host in ports.items()}
         if found != want:
             raise CheckFailed(f"{service} should be published on 127.0.0.1 only, as {want}: {found}")
-    step("api, eda and the jobs publish nothing; database and proxy are bound to 127.0.0.1 only")
+    step(
+        "api, eda, the jobs and dagster-daemon publish nothing; database, proxy and dagster-webserver"
+        " are bound to 127.0.0.1 only"
+    )
 
     # And in fact: this machine's own network address does not answer on those ports.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -213,7 +235,53 @@ def check_exposure(stack: Stack) -> None:
             s.settimeout(3)
             if s.connect_ex((address, port)) == 0:
                 raise CheckFailed(f"{name} {port} answers on {address}, not only on 127.0.0.1")
-    step(f"{address} (this machine's network address) refuses the database, API and EDA ports")
+    step(f"{address} (this machine's network address) refuses the database, API, EDA and Dagster ports")
+
+
+def graphql(stack: Stack, query: str) -> dict:
+    request = urllib.request.Request(
+        stack.url("DAGSTER", "/graphql"),
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())["data"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckFailed(f"Dagster GraphQL at {request.full_url}: {exc}") from None
+
+
+def check_orchestration(stack: Stack) -> None:
+    """The webserver serves on its port with the code location loaded; the daemon runs and beats."""
+    _, body = wait_for("dagster-webserver's /server_info", stack.url("DAGSTER", "/server_info"), 300)
+    version = json.loads(body).get("dagster_version")
+    locations = graphql(
+        stack,
+        "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
+        " locationOrLoadError { __typename ... on PythonError { message } } } } } }",
+    )["workspaceOrError"]["locationEntries"]
+    kinds = {e["name"]: (e["locationOrLoadError"] or {}).get("__typename") for e in locations}
+    loaded = [name for name, kind in kinds.items() if kind == "RepositoryLocation"]
+    if not loaded or len(loaded) != len(locations):
+        raise CheckFailed(f"Dagster code locations not all loaded: {locations}")
+    step(f"dagster-webserver {version} answers on 127.0.0.1:{stack.ports['DAGSTER_HOST_PORT']}; loaded: {loaded}")
+
+    if stack.states().get("dagster-daemon", [""])[0] != "running":
+        raise CheckFailed(f"dagster-daemon is not running: {stack.states().get('dagster-daemon')}")
+    query = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
+
+    def daemons_healthy() -> bool:
+        statuses = graphql(stack, query)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        healthy = {s["daemonType"] for s in statuses if s["healthy"]}
+        return set(DAGSTER_DAEMONS) <= healthy
+
+    wait_until("dagster-daemon's heartbeats (scheduler, sensors, run queue)", daemons_healthy, 120, every=3)
+    step(f"dagster-daemon runs; its {', '.join(DAGSTER_DAEMONS).lower()} daemons report healthy")
+
+    refused = stack.psql("dagster", "dagster", "SELECT 1")
+    if refused.returncode == 0 or "permission denied for database" not in refused.stderr:
+        raise CheckFailed(f"the dagster login could connect to companydata: {refused.stdout!r} {refused.stderr!r}")
+    step("the dagster login cannot connect to companydata")
 
 
 def trickle(port: int, first: bytes, slow: bytes, stop: threading.Event, results: list[str]) -> None:
@@ -279,7 +347,7 @@ def check(stack: Stack) -> None:
     stack.compose("build")
     check_preflight(stack)
 
-    step("docker compose up (preflight, database, ETL, training, API, EDA, proxy)")
+    step("docker compose up (preflight, database, ETL, training, API, EDA, proxy, Dagster)")
     stack.compose("up", "--detach")  # returns once the API started, i.e. after training
     headers, body = wait_for("the API's /ready through the proxy", stack.url("API", "/ready"), 600)
     ready = json.loads(body)
@@ -326,6 +394,7 @@ def check(stack: Stack) -> None:
     step("ds_user reads feature_store and cannot insert, delete or create")
 
     check_exposure(stack)
+    check_orchestration(stack)
     spool = stack.compose("exec", "-T", "api", "test", "-w", "/var/spool/predictions", check=False)
     if spool.returncode != 0:
         raise CheckFailed("the api user cannot write its spool directory /var/spool/predictions")

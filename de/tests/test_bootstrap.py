@@ -15,25 +15,32 @@ from pathlib import Path
 import psycopg2
 import pytest
 from psycopg2 import errors
-from testkit.fixtures import TestDatabase
 
 from data_engineering.db import etl_transaction
 from data_engineering.features import build_features
 from data_engineering.load import available_months, load_customers, load_sales
 from machine_learning_engineering.db import connect, connect_once
+from testkit.fixtures import TestDatabase
 
 LOGINS = {"etl": "etl_user", "ds": "ds_user", "mle": "mle_user", "api_admin": "api_admin"}
 ALL = tuple(LOGINS)
 NOT_ETL = ("ds", "mle", "api_admin")
 DATA_TABLES = ("customer_profiles", "customer_activity", "labels", "stores", "sales", "monthly_sales", "feature_store")
 LOG_TABLES = ("predictions", "prediction_dead_letters")
-ALL_TABLES = (*DATA_TABLES, *LOG_TABLES, "api_keys", "etl_private.run_lock")
+# The daily batch scores (50-batch-predictions.sql): mle_user replaces a day, ds_user reads them.
+SCORE_TABLES = ("batch_predictions",)
+ALL_TABLES = (*DATA_TABLES, *LOG_TABLES, *SCORE_TABLES, "api_keys", "etl_private.run_lock")
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 NO_TRANSACTION = ("CREATE DATABASE", "ALTER SYSTEM")  # statements refused inside a transaction block
 PREDICTION = (
     "INSERT INTO predictions (prediction_id, client_idx, label, probability, model_version, features, predicted_at)"
     " VALUES (gen_random_uuid(), 1, 1, 0.9, 'v1', '{}', now())"
 )
+BATCH_SCORE = (
+    "INSERT INTO batch_predictions (partition_date, client_idx, label, probability, model_version)"
+    " VALUES ('2026-01-01', 1, 1, 0.9, 'v1')"
+)
+BATCH_REPLACE = "DELETE FROM batch_predictions WHERE partition_date = '2026-01-01'"
 
 
 def run_etl(db: TestDatabase, raw_dir: Path) -> None:
@@ -145,6 +152,29 @@ REFUSALS = [
     *refused(("etl", "ds", "api_admin"), "insert-predictions", PREDICTION),
     *refused(("etl",), "references-predictions", "CREATE TABLE public.pin (id bigint REFERENCES predictions (id))"),
     *refused(("etl",), "references-api_keys", "CREATE TABLE public.pin (name text REFERENCES api_keys (name))"),
+    # The batch scores: mle_user replaces a day (DELETE + INSERT) without reading them back or
+    # rewriting them in place; only the data scientist reads them.
+    *refused(
+        ALL,
+        "trigger-on-batch_predictions",
+        "CREATE TRIGGER plant BEFORE INSERT ON batch_predictions FOR EACH ROW"
+        " EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+    ),
+    *refused(ALL, "update-batch_predictions", "UPDATE batch_predictions SET label = 0"),
+    *refused(ALL, "truncate-batch_predictions", "TRUNCATE batch_predictions"),
+    *refused(ALL, "drop-batch_predictions", "DROP TABLE batch_predictions"),
+    *refused(ALL, "own-batch_predictions", "ALTER TABLE batch_predictions OWNER TO CURRENT_USER"),
+    *refused(("mle",), "select-batch_predictions", "SELECT * FROM batch_predictions"),
+    *refused(("mle",), "select-batch_predictions-scores", "SELECT probability FROM batch_predictions"),
+    *refused(("etl", "ds", "api_admin"), "insert-batch_predictions", BATCH_SCORE),
+    *refused(("etl", "ds", "api_admin"), "delete-batch_predictions", BATCH_REPLACE),
+    *refused(("api_admin",), "select-batch_predictions", "SELECT * FROM batch_predictions"),
+    *refused(("etl",), "select-batch_predictions", "SELECT * FROM batch_predictions"),
+    *refused(
+        ("etl",),
+        "references-batch_predictions",
+        "CREATE TABLE public.pin (d date, i bigint, FOREIGN KEY (d, i) REFERENCES batch_predictions)",
+    ),
     # The data tables: only the ETL writes them; the API does not even read them.
     *[
         p
@@ -202,6 +232,10 @@ def privilege_map(db: TestDatabase) -> dict[str, set[str]]:
             " WHERE has_table_privilege(%(u)s, t, p)"
             " UNION ALL SELECT 'api_keys.' || c || ' UPDATE' FROM unnest(ARRAY['key_hash', 'revoked_at']) AS c"
             " WHERE has_column_privilege(%(u)s, 'api_keys', c, 'UPDATE')"
+            " UNION ALL SELECT 'batch_predictions.' || c || ' SELECT' FROM unnest(ARRAY['partition_date',"
+            "   'client_idx', 'label', 'probability', 'model_version', 'scored_at']) AS c"
+            " WHERE has_column_privilege(%(u)s, 'batch_predictions', c, 'SELECT')"
+            "   AND NOT has_table_privilege(%(u)s, 'batch_predictions', 'SELECT')"
             " UNION ALL SELECT a FROM pg_roles, unnest(ARRAY["
             "   CASE WHEN rolsuper THEN 'SUPERUSER' END, CASE WHEN rolcreaterole THEN 'CREATEROLE' END,"
             "   CASE WHEN rolcreatedb THEN 'CREATEDB' END, CASE WHEN rolreplication THEN 'REPLICATION' END,"
@@ -230,7 +264,7 @@ def test_each_login_holds_exactly_the_privileges_of_its_job(loaded) -> None:
             "database CONNECT",
             "schema public USAGE",
             "member of ds_user_role",
-            *{f"{t} SELECT" for t in (*DATA_TABLES, *LOG_TABLES)},
+            *{f"{t} SELECT" for t in (*DATA_TABLES, *LOG_TABLES, *SCORE_TABLES)},
         },
         "mle": {
             "database CONNECT",
@@ -240,6 +274,9 @@ def test_each_login_holds_exactly_the_privileges_of_its_job(loaded) -> None:
             "predictions INSERT",
             "prediction_dead_letters INSERT",
             "api_keys SELECT",
+            "batch_predictions INSERT",  # a day's scores are replaced: delete + insert, one transaction
+            "batch_predictions DELETE",
+            "batch_predictions.partition_date SELECT",  # the DELETE's WHERE names it
         },
         "api_admin": {
             "database CONNECT",
@@ -253,7 +290,10 @@ def test_each_login_holds_exactly_the_privileges_of_its_job(loaded) -> None:
 
 def test_the_etl_owns_the_tables_it_makes_and_the_bootstrap_owns_the_rest(loaded) -> None:
     owners = dict(loaded.query("SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'"))
-    assert owners == {**dict.fromkeys(DATA_TABLES, "etl_user"), **dict.fromkeys((*LOG_TABLES, "api_keys"), "admin")}
+    assert owners == {
+        **dict.fromkeys(DATA_TABLES, "etl_user"),
+        **dict.fromkeys((*LOG_TABLES, *SCORE_TABLES, "api_keys"), "admin"),
+    }
     assert loaded.query("SHOW search_path", role="etl") == [("public",)]
     assert loaded.query("SELECT rolsuper FROM pg_roles WHERE rolname = 'admin'") == [(True,)]
 
@@ -262,6 +302,9 @@ def test_each_role_does_its_job(loaded) -> None:
     attempt(loaded, "mle", PREDICTION)  # the API appends to the log, without reading it back
     attempt(loaded, "mle", "INSERT INTO prediction_dead_letters (prediction_id, record, error) VALUES ('x', '{}', 'e')")
     attempt(loaded, "mle", "CREATE TEMP TABLE batch (prediction_id uuid)")
+    for _ in range(2):  # a day's batch scores, replaced by a re-run
+        attempt(loaded, "mle", BATCH_REPLACE, BATCH_SCORE)
+    assert loaded.query("SELECT count(*) FROM batch_predictions", role="ds") == [(1,)]
     attempt(loaded, "api_admin", "INSERT INTO api_keys (name, key_id, key_hash) VALUES ('client', 'abcdefgh', 'h')")
     attempt(loaded, "api_admin", "UPDATE api_keys SET revoked_at = now() WHERE name = 'client'")
     assert attempt(loaded, "mle", "SELECT name, revoked_at IS NOT NULL FROM api_keys") == [("client", True)]

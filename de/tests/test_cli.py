@@ -8,9 +8,9 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from testkit.fixtures import append_line
 
 from data_engineering.cli import month_arg, previous_month
+from testkit.fixtures import append_line
 
 
 def etl(db, *args: str, raw_dir: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -67,11 +67,13 @@ def test_bad_input_exits_non_zero_naming_file_line_and_column(companydata, raw_d
     assert {t: companydata.digest(t) for t in companydata.created_tables()} == before
 
 
-def test_load_sales_defaults_to_the_previous_calendar_month(companydata, raw_dir) -> None:
+def test_load_sales_defaults_to_the_newest_month_in_the_raw_files_not_the_clock(companydata, raw_dir) -> None:
+    # Deliberately changed (issue 13): the default used to be the previous calendar month, so the
+    # same files loaded different months on different days.
     assert etl(companydata, "load-customers", raw_dir=raw_dir).returncode == 0
     result = etl(companydata, "load-sales", raw_dir=raw_dir)
-    assert result.returncode == 1
-    assert f"no sales file for {previous_month(date.today()):%Y-%m}" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert companydata.query("SELECT DISTINCT sale_month FROM sales") == [(date(2020, 3, 1),)]
 
 
 def test_load_sales_all_skips_loaded_months_unless_forced(companydata, raw_dir) -> None:

@@ -4,12 +4,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from testkit.fixtures import write_csv
 
 from data_engineering import DataError
 from data_engineering.db import etl_transaction
 from data_engineering.features import build_features
 from data_engineering.load import load_customers
+from testkit.fixtures import write_csv
 
 ACTIVITY = """
 idx,valid_from,valid_to,scd_a,scd_b

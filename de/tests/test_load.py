@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from testkit.fixtures import TestDatabase, append_line, write_csv
 
 from data_engineering import DataError
 from data_engineering.db import etl_transaction
 from data_engineering.load import CUSTOMER_TABLES, available_months, load_customers, load_sales, loaded_months
+from testkit.fixtures import TestDatabase, append_line, write_csv
 
 JAN, FEB, MAR = date(2020, 1, 1), date(2020, 2, 1), date(2020, 3, 1)
 

@@ -19,7 +19,6 @@ import psycopg2
 import pytest
 from psycopg2 import errors
 from psycopg2.extensions import connection as PgConnection
-from testkit.fixtures import TestDatabase
 
 from data_engineering import DatabaseBusy
 from data_engineering.config import EtlSettings, LockSettings
@@ -28,6 +27,7 @@ from data_engineering.features import build_features
 from data_engineering.load import available_months, load_customers, load_sales
 from machine_learning_engineering.config import ConfigError
 from machine_learning_engineering.db import connect
+from testkit.fixtures import TestDatabase
 
 EVENT_DEADLINE = 60.0  # seconds for something we wait for to happen, on a loaded CI machine
 QUICK = LockSettings(lock_timeout=0.3, lock_wait=60)

@@ -8,8 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from flask import Flask
-from testkit.localdb import free_port
-from testkit.process import gunicorn
 
 from data_science.model import CustomerModel
 from deployment.app import create_app
@@ -17,6 +15,8 @@ from deployment.config import ServeSettings
 from deployment.keys import KeyRing
 from deployment.model_holder import ModelHolder
 from machine_learning_engineering.prediction_log import PredictionLogger
+from testkit.localdb import free_port
+from testkit.process import gunicorn
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import json
 
 import pandas as pd
 import pytest
-from testkit.fixtures import wait_until
 
 from data_science.features import EXAMPLE_REQUEST as CHALLENGE_REQUEST
 from data_science.model import CustomerModel
@@ -14,6 +13,7 @@ from deployment.app import create_app
 from deployment.config import ServeSettings
 from deployment.model_holder import ModelHolder
 from machine_learning_engineering.prediction_log import PredictionLogger
+from testkit.fixtures import wait_until
 
 FEATURES = CHALLENGE_REQUEST["features"]
 

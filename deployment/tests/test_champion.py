@@ -10,15 +10,15 @@ import sys
 import urllib.request
 
 import joblib
-from testkit.bad_versions import bad_versions, no_skill_version
-from testkit.fixtures import wait_until
-from testkit.localdb import free_port
-from testkit.process import gunicorn
 
 from data_science.features import EXAMPLE_REQUEST
 from data_science.model import CustomerModel
 from deployment.model_holder import ModelHolder
 from machine_learning_engineering import registry
+from testkit.bad_versions import bad_versions, no_skill_version
+from testkit.fixtures import wait_until
+from testkit.localdb import free_port
+from testkit.process import gunicorn
 
 
 def test_versions_that_cannot_serve_are_never_served(trained, model_dir, feature_frame, caplog) -> None:

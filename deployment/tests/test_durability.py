@@ -8,11 +8,10 @@ import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
+from data_science.features import EXAMPLE_REQUEST
 from testkit.fixtures import wait_until
 from testkit.localdb import free_port
 from testkit.process import gunicorn
-
-from data_science.features import EXAMPLE_REQUEST
 
 
 def send(url: str, idx: range, statuses: list[int], done: list[int] | None = None, lock=None) -> None:

@@ -11,10 +11,10 @@ import time
 import psycopg2.errors
 import pytest
 from argon2 import PasswordHasher
-from testkit.fixtures import TestDatabase, wait_until
-from testkit.localdb import free_port
 
 from deployment.keys import KeyRing, KeyStoreUnavailable, create_key, make_hasher, revoke_key
+from testkit.fixtures import TestDatabase, wait_until
+from testkit.localdb import free_port
 
 
 class CountingHasher(PasswordHasher):

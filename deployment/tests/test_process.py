@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from testkit.localdb import free_port
 from testkit.process import ServerError, gunicorn, status
 

@@ -29,9 +29,9 @@ from types import ModuleType
 from urllib.parse import urlparse
 
 import pytest
-from testkit.localdb import free_port
 
 from deployment.config import ServeSettings
+from testkit.localdb import free_port
 
 PROXY_DIR = Path(__file__).resolve().parents[1] / "proxy"
 ENTRYPOINT = PROXY_DIR / "entrypoint.py"

@@ -12,16 +12,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from testkit.fixtures import wait_until
-from testkit.localdb import free_port
-from testkit.process import gunicorn
-from testkit.toy_model import PlanModel, training_frame
 
 from deployment.app import create_app
 from deployment.config import ServeSettings
 from deployment.model_holder import ModelHolder
 from machine_learning_engineering import registry
 from machine_learning_engineering.model import model_class
+from testkit.fixtures import wait_until
+from testkit.localdb import free_port
+from testkit.process import gunicorn
+from testkit.toy_model import PlanModel, training_frame
 
 SPEC = "testkit.toy_model:PlanModel"
 

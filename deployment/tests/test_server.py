@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from testkit.fixtures import wait_until
-
 from data_science.features import EXAMPLE_REQUEST
+from testkit.fixtures import wait_until
 
 EXAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "example_request.py"
 

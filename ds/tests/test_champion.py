@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from testkit.bad_versions import five_feature_version, unimportable_version
 
 from data_science import promotion
 from data_science.config import TrainSettings
@@ -19,6 +18,7 @@ from data_science.train import TimeLimitExceeded, train_and_register
 from machine_learning_engineering import registry, registry_cli
 from machine_learning_engineering.cli import execute
 from machine_learning_engineering.registry import ModelVersionError
+from testkit.bad_versions import five_feature_version, unimportable_version
 
 
 @pytest.fixture

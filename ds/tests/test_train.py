@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from testkit.fixtures import wait_until
 
 from data_science.train import UnusableData, check_training_data, train
 from machine_learning_engineering import registry
+from testkit.fixtures import wait_until
 
 
 def start_training(db, model_dir: Path, *args: str) -> subprocess.Popen[str]:

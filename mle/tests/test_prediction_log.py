@@ -5,9 +5,9 @@ import logging
 import numpy as np
 import pandas as pd
 from prometheus_client import REGISTRY
-from testkit.fixtures import wait_until
 
 from machine_learning_engineering.prediction_log import PredictionLogger, PredictionRecord
+from testkit.fixtures import wait_until
 
 
 def records(n: int, start: int = 0) -> list[PredictionRecord]:

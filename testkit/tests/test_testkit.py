@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
-from testkit.fixtures import wait_until
-from testkit.toy_model import PlanModel, training_frame
 
 from testkit import localdb
+from testkit.fixtures import wait_until
+from testkit.toy_model import PlanModel, training_frame
 
 
 def test_wait_until_returns_on_the_event_and_fails_naming_it() -> None:
@@ -20,8 +21,11 @@ def test_wait_until_returns_on_the_event_and_fails_naming_it() -> None:
 
 
 def test_the_bootstrap_is_the_package_data_compose_mounts() -> None:
-    names = sorted(p.name for p in localdb.INIT_DIR.iterdir())
-    assert names == ["10-roles.sh", "20-privileges.sql", "30-predictions.sql", "40-api-keys.sql"]
+    names = sorted(p.name for p in localdb.INIT_DIR.iterdir() if p.name != "__pycache__")
+    assert names[:4] == ["10-roles.sh", "20-privileges.sql", "30-predictions.sql", "40-api-keys.sql"]
+    assert all(name.endswith((".sh", ".sql")) for name in names), names
+    compose = (Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text()
+    assert "./mle/src/machine_learning_engineering/bootstrap:/docker-entrypoint-initdb.d:ro" in compose
     assert "machine_learning_engineering" in str(localdb.INIT_DIR)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import re
 from collections.abc import Sequence
@@ -13,11 +14,12 @@ import psycopg2
 from psycopg2.extensions import cursor as PgCursor
 
 from data_engineering import DatabaseBusy, DataError
+from data_engineering.checks import check_tables, enforce
 from data_engineering.config import EtlSettings
-from data_engineering.db import etl_transaction
+from data_engineering.db import etl_transaction, table_exists
 from data_engineering.features import build_features
 from data_engineering.generate import GeneratorConfig, generate
-from data_engineering.load import available_months, load_customers, load_sales, loaded_months
+from data_engineering.load import CUSTOMER_TABLES, available_months, load_customers, load_sales, loaded_months
 from machine_learning_engineering.cli import run as run_cli
 from machine_learning_engineering.cli import setup_logging
 from machine_learning_engineering.config import ConfigError
@@ -39,6 +41,15 @@ def previous_month(today: date) -> date:
     return date(today.year - 1, 12, 1) if today.month == 1 else date(today.year, today.month - 1, 1)
 
 
+def newest_month(raw_dir: Path) -> date:
+    """`load-sales`' default month: the newest month folder in the raw files, never the clock, so
+    that a re-run on the same files loads the same month and publishes the same tables."""
+    months = available_months(raw_dir)
+    if not months:
+        raise DataError(f"no sales months found under {raw_dir / 'sales'} (expected folders YYYY-MM-01/sales.csv)")
+    return months[-1]
+
+
 def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
@@ -58,10 +69,9 @@ def ensure_raw_data(raw_dir: Path) -> None:
 
 def _sales_months(cur: PgCursor, raw_dir: Path, args: argparse.Namespace) -> list[date]:
     if not getattr(args, "all", True):
-        return [args.month or previous_month(date.today())]
+        return [args.month or newest_month(raw_dir)]
+    newest_month(raw_dir)  # refuses an empty sales folder
     months = available_months(raw_dir)
-    if not months:
-        raise DataError(f"no sales months found under {raw_dir / 'sales'} (expected folders YYYY-MM-01/sales.csv)")
     done = set() if args.force else loaded_months(cur)
     if done & set(months):
         log.info("skipping %d month(s) already loaded (use --force to reload them)", len(done & set(months)))
@@ -75,13 +85,29 @@ def run(args: argparse.Namespace, settings: EtlSettings) -> None:
     raw_dir = args.raw_dir or settings.raw_data_dir
     if args.command in ("load-customers", "load-sales", "etl"):
         ensure_raw_data(raw_dir)
+    checks = settings.checks
+    if args.accept_drop:
+        checks = dataclasses.replace(checks, accept_drop=True)
+        log.warning(
+            "--accept-drop: tables may be published with more than %.0f%% fewer rows than now (ETL_MAX_DROP_SHARE);"
+            " every accepted drop is logged below",
+            checks.max_drop_share * 100,
+        )
     with etl_transaction(settings.database, settings.locks) as cur:
+        published: list[str] = []
         if args.command in ("load-customers", "etl"):
             load_customers(cur, raw_dir)
+            published += CUSTOMER_TABLES
         if args.command in ("load-sales", "etl"):
             load_sales(cur, raw_dir, _sales_months(cur, raw_dir, args))
+        if args.command in ("load-customers", "load-sales", "etl"):
+            # New stores can orphan loaded sales; load-customers renames stores in monthly_sales.
+            published += [t for t in ("sales", "monthly_sales") if table_exists(cur, t)]
         if args.command in ("build-features", "etl"):
             build_features(cur)
+            published.append("feature_store")
+        # Before the staged tables are swapped in: a failed check rolls the whole command back.
+        enforce(check_tables(cur, published, checks, raw_dir))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -89,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
         prog="companydata-etl",
         description="ETLs of the companydata database.",
         epilog="exit status: 0 done; 1 error (nothing was changed); 2 usage error; "
+        "a failed data check is an error too; "
         f"{EX_TEMPFAIL} other sessions held the tables too long (nothing was changed; retry later)",
     )
     p.add_argument("--raw-dir", type=Path, help="raw files (default: $RAW_DATA_DIR or data/raw)")
@@ -105,17 +132,26 @@ def parser() -> argparse.ArgumentParser:
         "--missing-rate", type=float, default=0.0, help="share of attr_a and attr_b cells left empty (default 0)"
     )
 
-    sub.add_parser("load-customers", help="replace the customer tables from the customer files")
+    accept = argparse.ArgumentParser(add_help=False)
+    accept.add_argument(
+        "--accept-drop",
+        action="store_true",
+        help="publish even if a table loses more rows than ETL_MAX_DROP_SHARE (a deliberate drop; logged)",
+    )
 
-    sales = sub.add_parser("load-sales", help="load a month of sales and aggregate monthly_sales")
+    sub.add_parser("load-customers", parents=[accept], help="replace the customer tables from the customer files")
+
+    sales = sub.add_parser("load-sales", parents=[accept], help="load a month of sales and aggregate monthly_sales")
     which = sales.add_mutually_exclusive_group()
-    which.add_argument("--month", type=month_arg, help="YYYY-MM (default: the previous calendar month)")
+    which.add_argument("--month", type=month_arg, help="YYYY-MM (default: the newest month in the raw files)")
     which.add_argument("--all", action="store_true", help="backfill every month present in the source")
     sales.add_argument("--force", action="store_true", help="with --all: reload months already loaded")
 
-    sub.add_parser("build-features", help="rebuild feature_store from the customer tables")
+    sub.add_parser("build-features", parents=[accept], help="rebuild feature_store from the customer tables")
 
-    etl = sub.add_parser("etl", help="load-customers, load-sales --all, build-features, in one transaction")
+    etl = sub.add_parser(
+        "etl", parents=[accept], help="load-customers, load-sales --all, build-features, in one transaction"
+    )
     etl.add_argument("--force", action="store_true", help="reload sales months already loaded")
     return p
 

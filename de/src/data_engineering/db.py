@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import date
 from importlib import resources
 from typing import Any
 
@@ -38,12 +39,15 @@ _RETRY_LATER = "nothing was changed in the database; retry later"
 
 
 class EtlCursor(PgCursor):
-    """The cursor of an ETL command: its lock settings and the tables it has staged."""
+    """The cursor of an ETL command: its lock settings, the tables it has staged and the sales
+    months it has replaced (for the data checks' row-count comparison)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.locks = LockSettings()
         self.staged: dict[str, str] = {}  # live name -> staged name, in staging order
+        # Sales months this command replaced in place: month -> (rows published before, rows now).
+        self.replaced_months: dict[date, tuple[int, int]] = {}
 
 
 def read_sql(name: str) -> str:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from data_engineering import DataError
 from data_engineering.db import EtlCursor, read_sql, source_table, stage, table_columns, table_exists, table_sql
+from machine_learning_engineering.db import fetch_one
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,10 @@ def load_customers(cur: EtlCursor, raw_dir: Path) -> list[StepResult]:
         cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staged)))
         results.append(StepResult(f"load {table}", rows, time.perf_counter() - started))
         results[-1].log()
+    if table_exists(cur, "monthly_sales"):  # a renamed store is renamed in the months already loaded
+        cur.execute(table_sql("refresh_monthly_sales_locations.sql", sources={"stores": source_table(cur, "stores")}))
+        if cur.rowcount:
+            log.info("monthly_sales: %s row(s) now carry their store's new location", f"{cur.rowcount:,}")
     return results
 
 
@@ -220,6 +225,11 @@ def load_sales(cur: PgCursor, raw_dir: Path, months: list[date]) -> list[StepRes
                 f"{path}: line {line}, column store_idx: store {unknown[0]} is not in stores.csv"
                 + (f" (unknown stores: {', '.join(map(str, unknown))})" if len(unknown) > 1 else "")
             )
+        replaced: dict[date, tuple[int, int]] | None = getattr(cur, "replaced_months", None)
+        if replaced is not None:  # for the data checks: how many rows the month had before
+            cur.execute(read_sql("check_sales_month_rows.sql"), {"month": month})
+            before = int(fetch_one(cur)[0])
+            replaced[month] = (replaced.get(month, (before, 0))[0], rows)
         cur.execute(table_sql("replace_sales_month.sql", sources=stores), {"month": month})
         cur.execute("DROP TABLE sales_staging")
         results.append(StepResult(f"load sales {month:%Y-%m}", rows, time.perf_counter() - started))

@@ -24,7 +24,7 @@ __all__ = [
     "production_problems",
 ]
 
-Role = Literal["admin", "etl", "ds", "mle", "api_admin"]
+Role = Literal["admin", "etl", "ds", "mle", "api_admin", "dagster"]
 
 # Role -> (login name, variable holding its password). The login names are fixed by the
 # database bootstrap (machine_learning_engineering/bootstrap); only the passwords are deployment secrets. `admin` is the
@@ -35,6 +35,9 @@ ROLE_LOGINS: dict[str, tuple[str, str]] = {
     "ds": ("ds_user", "DS_DB_PASSWORD"),
     "mle": ("mle_user", "MLE_DB_PASSWORD"),
     "api_admin": ("api_admin", "API_ADMIN_DB_PASSWORD"),
+    # Dagster's run/event/schedule storage: owns the `dagster` database, nothing in companydata
+    # (bootstrap/60-dagster.sh). The stages the orchestrator runs log in as etl/ds/mle.
+    "dagster": ("dagster", "DAGSTER_DB_PASSWORD"),
 }
 # The shortest API_TOKEN a production stack accepts.
 MIN_PRODUCTION_TOKEN = 16

@@ -1,0 +1,1 @@
+SELECT max(sale_month) FROM {table};
