@@ -21,7 +21,6 @@ from dagster import (
     asset,
 )
 
-from data_science.train import run as train
 from orchestration.resources import DB_RETRY, TrainingResource, transient_only
 
 MODEL = AssetKey("model")
@@ -56,6 +55,10 @@ def _number(value: Any) -> float | None:
 def model(context: AssetExecutionContext, training: TrainingResource) -> Iterator[MaterializeResult[None]]:
     settings = training.settings()
     with transient_only():
+        # Imported here: scikit-learn costs every process that loads these definitions 1.4 s, and
+        # only this step trains (bench-orchestration: each run and each step loads them).
+        from data_science.train import run as train
+
         outcome = train(settings)
     checks = outcome.decision.checks
     reasons = "; ".join(outcome.decision.reasons)
