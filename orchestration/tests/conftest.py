@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from data_engineering.generate import GeneratorConfig, generate
+from data_engineering.generate import GeneratorConfig
 from orchestration.resources import EtlResource, ScoringResource, TrainingResource
-from testkit.fixtures import TestDatabase
+from testkit.fixtures import TestDatabase, editable_copy, generated_dataset
 
 # Enough clients for a model with a holdout of both classes; three months of sales.
 SMALL = GeneratorConfig(customers=1_500, months=3, seed=13)
@@ -16,15 +15,13 @@ MONTHS = ("2020-01-01", "2020-02-01", "2020-03-01")
 
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("small") / "raw"
-    generate(out, SMALL)
-    return out
+    return generated_dataset(tmp_path_factory, SMALL)
 
 
 @pytest.fixture
 def raw_dir(small_dataset: Path, tmp_path: Path) -> Path:
     """A private, editable copy of the small generated dataset."""
-    return Path(shutil.copytree(small_dataset, tmp_path / "raw"))
+    return editable_copy(small_dataset, tmp_path)
 
 
 @pytest.fixture

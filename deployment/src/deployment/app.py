@@ -74,7 +74,6 @@ def create_app(
     app.json = StrictJSONProvider(app)
     app.request_class = ApiRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["model_holder"] = holder
     app.extensions[EXTENSION] = Services(
         settings=settings,
         holder=holder,

@@ -7,6 +7,7 @@ bootstrapped state: tables the test created are dropped, bootstrap tables emptie
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,18 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.02)
+
+
+def generated_dataset(factory: pytest.TempPathFactory, config: GeneratorConfig) -> Path:
+    """Raw files from the generator, once per session (the packages' `small_dataset` fixtures)."""
+    out = factory.mktemp("small") / "raw"
+    generate(out, config)
+    return out
+
+
+def editable_copy(dataset: Path, tmp_path: Path) -> Path:
+    """A private copy of a generated dataset that a test may damage (the `raw_dir` fixtures)."""
+    return Path(shutil.copytree(dataset, tmp_path / "raw"))
 
 
 def write_csv(path: Path, text: str) -> Path:
