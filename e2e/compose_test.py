@@ -16,23 +16,42 @@ running stack or its volumes), then checks, in order:
   `dagster` login cannot connect to companydata;
 - a slow-client attack on the proxy (bounded) leaves /health fast; a body over the limit is
   refused by the proxy; the EDA PDF is served by the proxy, with its content type;
+- the Dagster UI, in a real headless Chromium (Debian's, driven by Playwright): the lineage
+  pages draw the asset graph; a `customer_etl_job` run launched through GraphQL succeeds and
+  the `labels` asset page shows its materialization; with the stack's raw `labels.csv` (this
+  project's own raw-data volume) cut to 2,000 of its rows, the next run fails on the blocking
+  check `row_count_drop`, the `labels` table keeps its rows, and the asset's checks page shows
+  the check failed; the file is then restored. Last, so its runs (and the training run the
+  sensor requests after a published feature_store) compete with no other check. Screenshots of
+  each page go to a temporary directory named in the output.
 
-and tears everything down with its volumes, whatever happened. Standard library only: it runs
-before any venv exists.
+and tears everything down with its volumes, whatever happened. Standard library only, but for
+the Dagster UI check: that needs Playwright, from the project's venv (`make install`; run under
+another interpreter, the script re-runs itself with .venv/bin/python), and Chromium
+(`apt-get install chromium`); without them it stops before building anything.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # Playwright is imported where the Dagster UI check runs: the rest needs only the standard library
+    from playwright.sync_api import Page
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "companydata-e2e"
@@ -51,6 +70,26 @@ SERVICES = (
 # The daemons the orchestrator cannot work without (Dagster's GraphQL names).
 DAGSTER_DAEMONS = ("SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR")
 PROBE_TIMEOUT = 3.0  # /health through the proxy under attack must answer within this
+# The Dagster UI check: the job that loads the customer tables, the assets the etl group's
+# lineage page draws (its own as nodes, the ones it feeds in other groups as links), the groups.
+ETL_JOB = "customer_etl_job"
+ETL_ASSETS = ("stores", "customer_profiles", "customer_activity", "labels", "sales", "monthly_sales", "feature_store")
+FED_ASSETS = ("model", "batch_predictions")
+ASSET_GROUPS = ("etl", "model", "scoring")
+KEPT_LABELS = 2_000  # rows of labels.csv left for the run that must fail (row_count_drop)
+RUN_DEADLINE_S = 900  # a launched run may wait behind the training run the sensor requests
+UI_TIMEOUT_MS = 90_000  # a loaded two-core CI machine renders the UI slowly
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+# As deployment/tests/test_page.py launches Debian's Chromium.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class CheckFailed(AssertionError):
@@ -60,7 +99,8 @@ class CheckFailed(AssertionError):
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def step(text: str) -> None:
@@ -76,11 +116,16 @@ class Stack:
             "DAGSTER_HOST_PORT": free_port(),
         }
         # The stack's own defaults, whatever a developer's .env or shell says.
-        mine = ("STACK_ENV", "API_TOKEN", "PUBLISH_ADDRESS", "MAX_BODY_BYTES", "COMPOSE_FILE", "COMPOSE_PROFILES")
+        # RAW_DATA_SOURCE: the project's own raw-data volume, never a developer's folder (the Dagster
+        # check cuts its labels.csv); ETL_*: the documented data-check thresholds.
+        mine = (
+            "STACK_ENV", "API_TOKEN", "PUBLISH_ADDRESS", "MAX_BODY_BYTES", "COMPOSE_FILE", "COMPOSE_PROFILES",
+            "RAW_DATA_SOURCE",
+        )  # fmt: skip
         self.env = {
             k: v
             for k, v in os.environ.items()
-            if not k.endswith(("_PASSWORD", "_HOST_PORT")) and k not in mine and not k.startswith("PROXY_")
+            if not k.endswith(("_PASSWORD", "_HOST_PORT")) and k not in mine and not k.startswith(("PROXY_", "ETL_"))
         }
         self.env.update({k: str(v) for k, v in self.ports.items()}, COMPOSE_PROJECT_NAME=PROJECT)
 
@@ -123,12 +168,13 @@ class Stack:
         out = self.compose("ps", "--all", "--format", "{{.Service}} {{.State}} {{.ExitCode}}", capture=True).stdout
         return {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
 
-    def inspect(self, service: str) -> dict:
+    def inspect(self, service: str) -> dict[str, Any]:
         ids = self.compose("ps", "--all", "--quiet", service, capture=True).stdout.split()
         if len(ids) != 1:
             raise CheckFailed(f"expected one {service} container, found {len(ids)}")
         out = subprocess.run(["docker", "inspect", ids[0]], capture_output=True, text=True, check=True).stdout
-        return json.loads(out)[0]
+        container: dict[str, Any] = json.loads(out)[0]
+        return container
 
 
 def http(
@@ -155,7 +201,7 @@ def wait_for(what: str, url: str, deadline_s: float) -> tuple[dict[str, str], by
     raise CheckFailed(f"{what} did not answer 200 at {url} within {deadline_s:.0f} s")
 
 
-def wait_until(what: str, condition, deadline_s: float, every: float = 1.0) -> None:
+def wait_until(what: str, condition: Callable[[], bool], deadline_s: float, every: float = 1.0) -> None:
     deadline = time.monotonic() + deadline_s
     while not condition():
         if time.monotonic() > deadline:
@@ -224,31 +270,37 @@ def check_exposure(stack: Stack) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.connect(("192.0.2.1", 9))  # no packet is sent; this only picks the outgoing address
-            address = s.getsockname()[0]
+            address: str = s.getsockname()[0]
         except OSError:
             address = ""
     if not address or address.startswith("127."):
         step("no non-loopback address here; skipped connecting from outside loopback")
         return
-    for name, port in stack.ports.items():
+    for name, host_port in stack.ports.items():
         with socket.socket() as s:
             s.settimeout(3)
-            if s.connect_ex((address, port)) == 0:
-                raise CheckFailed(f"{name} {port} answers on {address}, not only on 127.0.0.1")
+            if s.connect_ex((address, host_port)) == 0:
+                raise CheckFailed(f"{name} {host_port} answers on {address}, not only on 127.0.0.1")
     step(f"{address} (this machine's network address) refuses the database, API, EDA and Dagster ports")
 
 
-def graphql(stack: Stack, query: str) -> dict:
+def graphql(stack: Stack, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     request = urllib.request.Request(
         stack.url("DAGSTER", "/graphql"),
-        data=json.dumps({"query": query}).encode(),
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())["data"]
-    except (OSError, ValueError, KeyError) as exc:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # a query the schema refuses: 400, with the errors
+        raise CheckFailed(f"Dagster GraphQL at {request.full_url}: {exc}: {exc.read()[:2000]!r}") from None
+    except (OSError, ValueError) as exc:
         raise CheckFailed(f"Dagster GraphQL at {request.full_url}: {exc}") from None
+    if not isinstance(answer, dict) or answer.get("errors") or not isinstance(answer.get("data"), dict):
+        raise CheckFailed(f"Dagster GraphQL at {request.full_url}: {answer}")
+    data: dict[str, Any] = answer["data"]
+    return data
 
 
 def check_orchestration(stack: Stack) -> None:
@@ -342,6 +394,232 @@ def check_slow_clients(stack: Stack) -> None:
     step(f"24 slow clients held by the proxy; /health meanwhile: {[took for _, took in probes]} s")
 
 
+# --- the Dagster UI, in Chromium -------------------------------------------------------------------
+
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) { __typename ... on LaunchRunSuccess { run { runId } } ... on Error { message } }
+}"""
+RUN_STATUS = """
+query($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } ... on Error { message } } }"""
+STEP_FAILURES = """
+query($runId: ID!) { runOrError(runId: $runId) { ... on Run { eventConnection { events {
+  __typename ... on ExecutionStepFailureEvent { stepKey error { message } }
+} } } } }"""
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+RAW_LABELS = "/data/raw/labels.csv"
+SAVED_LABELS = "/tmp/compose-test-labels.csv"  # in the dagster-daemon container, while labels.csv is cut
+
+# Browser-side conditions (JavaScript functions of one argument), polled until they hold.
+# The graph draws each asset (or collapsed group) as a foreignObject, its name a leaf element;
+# NOT_DRAWN lists the names missing, and the nodes still loading their status ("Loading...", a
+# group's "fetching statuses"), so that the screenshot shows the statuses.
+NOT_DRAWN = """names => {
+  const nodes = [...document.querySelectorAll("svg foreignObject")];
+  const drawn = new Set();
+  for (const node of nodes)
+    for (const element of node.querySelectorAll("*"))
+      if (element.childElementCount === 0) drawn.add(element.textContent.trim());
+  const loading = nodes.filter((node) => /Loading|fetching/.test(node.textContent)).length;
+  const missing = names.filter((name) => !drawn.has(name));
+  return loading ? [...missing, `${loading} node(s) still loading`] : missing;
+}"""
+GRAPH_DRAWS = f"names => ({NOT_DRAWN})(names).length === 0"
+# The asset's Events tab, its newest event selected: materialized in the run, published.
+MATERIALIZED_IN = r"""run => {
+  const text = document.body.innerText;
+  return text.includes("Materialized in run " + run.slice(0, 8)) && /published\s+true/.test(text)
+    && document.querySelector(`a[href^="/runs/${run}"]`) !== null;
+}"""
+# The asset's Checks tab, row_count_drop selected: failed in the list and in its latest
+# execution (which links to the run), with the ETL's message.
+CHECK_FAILED = r"""run => {
+  const text = document.body.innerText;
+  return /row_count_drop\s+(row_count_drop\s+)?Failed/.test(text) && /Evaluation result\s+Failed/.test(text)
+    && text.includes("labels.row_count_drop FAILED") && document.querySelector(`a[href^="/runs/${run}"]`) !== null;
+}"""
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browser_missing() -> list[str]:
+    """What the Dagster UI check lacks here: Playwright in this interpreter, Chromium."""
+    missing = []
+    if importlib.util.find_spec("playwright") is None:
+        missing.append(f"Playwright in {sys.executable} (make install; then run it with {VENV_PYTHON})")
+    if chromium() is None:
+        missing.append("Chromium (apt-get install chromium)")
+    return missing
+
+
+def job_selector(stack: Stack, job: str) -> dict[str, str]:
+    """launchRun's selector for `job`: its code location and repository, as the webserver has them."""
+    query = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } jobs { name } } } } }"
+    nodes = graphql(stack, query)["repositoriesOrError"].get("nodes") or []
+    for node in nodes:
+        if any(j["name"] == job for j in node["jobs"]):
+            return {"repositoryLocationName": node["location"]["name"], "repositoryName": node["name"], "jobName": job}
+    raise CheckFailed(f"no Dagster repository has the job {job}: {nodes}")
+
+
+def launch_run(stack: Stack, selector: dict[str, str]) -> str:
+    launched = graphql(stack, LAUNCH_RUN, {"params": {"selector": selector, "runConfigData": {}}})["launchRun"]
+    if launched["__typename"] != "LaunchRunSuccess":
+        raise CheckFailed(f"launchRun {selector['jobName']}: {launched}")
+    run_id: str = launched["run"]["runId"]
+    return run_id
+
+
+def finished(stack: Stack, run_id: str) -> str:
+    """The run's final status (SUCCESS, FAILURE or CANCELED), polled until it has one or the deadline."""
+    deadline = time.monotonic() + RUN_DEADLINE_S
+    statuses: list[str] = []
+    while True:
+        run = graphql(stack, RUN_STATUS, {"runId": run_id})["runOrError"]
+        if run["__typename"] != "Run":
+            raise CheckFailed(f"Dagster run {run_id}: {run}")
+        if not statuses or statuses[-1] != run["status"]:
+            statuses.append(run["status"])
+        if run["status"] in FINISHED:
+            return str(run["status"])
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"Dagster run {run_id}: not finished within {RUN_DEADLINE_S} s: {' -> '.join(statuses)}")
+        time.sleep(2)
+
+
+def step_failures(stack: Stack, run_id: str) -> str:
+    """Each failed step of the run and its error, on one line."""
+    events = graphql(stack, STEP_FAILURES, {"runId": run_id})["runOrError"]["eventConnection"]["events"]
+    failed = [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+    return "; ".join(f"{e['stepKey']}: {' '.join(e['error']['message'].split())}" for e in failed)
+
+
+def labels_rows(stack: Stack) -> int:
+    counted = stack.psql("admin", "admin", "SELECT count(*) FROM labels")
+    if counted.returncode != 0:
+        raise CheckFailed(f"counting labels: {counted.stderr!r}")
+    return int(counted.stdout.strip())
+
+
+def in_daemon(stack: Stack, script: str) -> str:
+    """`script` run by sh in the dagster-daemon container (whose runs read /data/raw): its output."""
+    done = stack.compose("exec", "-T", "dagster-daemon", "sh", "-ec", script, check=False, capture=True)
+    if done.returncode != 0:
+        raise CheckFailed(f"in dagster-daemon, {script!r}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+class DagsterUi:
+    """A headless Chromium tab on the Dagster webserver; every page it shows is saved as a screenshot."""
+
+    def __init__(self, stack: Stack, page: Page, shots: Path) -> None:
+        self.stack, self.page, self.shots = stack, page, shots
+
+    def show(self, name: str, path: str, what: str, condition: str, arg: object, lacking: str = "") -> str:
+        """Open `path`, wait until `condition` (a JavaScript function of `arg`) holds, save `name`.png;
+        the page's text. CheckFailed, with what the page shows (and what `lacking`, a JavaScript
+        function of `arg`, says is missing) and a screenshot, when it never holds."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        url = self.stack.url("DAGSTER", path)
+        try:
+            self.page.goto(url, wait_until="domcontentloaded")
+            self.page.wait_for_function(condition, arg=arg, timeout=UI_TIMEOUT_MS, polling=250)
+        except PlaywrightError as exc:
+            shot = self.shots / f"{name}-FAILED.png"
+            missing = ""
+            try:
+                self.page.screenshot(path=shot)
+                shown = " ".join(self.page.inner_text("body").split())[:1500]
+                missing = f"; missing: {self.page.evaluate(lacking, arg)}" if lacking else ""
+            except PlaywrightError:
+                shown = "(no page)"
+            raise CheckFailed(
+                f"Dagster UI {url}: {what}: not shown within {UI_TIMEOUT_MS // 1000} s"
+                f" ({str(exc).splitlines()[0]}){missing}; screenshot {shot}; the page shows: {shown!r}"
+            ) from None
+        self.page.screenshot(path=self.shots / f"{name}.png")
+        return self.page.inner_text("body")
+
+
+def check_dagster_ui(stack: Stack) -> None:
+    """What a user of the Dagster UI sees: the asset graph, a run's materialization, a blocking check
+    that failed (and kept the published table). Runs launched through GraphQL, pages in Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    selector = job_selector(stack, ETL_JOB)
+    location = selector["repositoryLocationName"]
+    shots = Path(tempfile.mkdtemp(prefix="compose-test-dagster-ui-"))
+    step(f"Dagster UI in headless Chromium; screenshots in {shots}")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            ui = DagsterUi(stack, page, shots)
+
+            launched = time.monotonic()
+            run_id = launch_run(stack, selector)
+            status = finished(stack, run_id)
+            if status != "SUCCESS":
+                raise CheckFailed(f"{ETL_JOB} run {run_id}: {status}: {step_failures(stack, run_id)}")
+            rows = labels_rows(stack)
+            took = time.monotonic() - launched
+            step(
+                f"{ETL_JOB} run {run_id[:8]}, launched through GraphQL: SUCCESS in {took:.0f} s; labels: {rows:,} rows"
+            )
+            graph = "the global lineage with the asset groups"
+            ui.show("1-lineage", "/asset-groups", graph, GRAPH_DRAWS, ASSET_GROUPS, NOT_DRAWN)
+            step(f"the global lineage (/asset-groups) draws the groups {', '.join(ASSET_GROUPS)}")
+            path = f"/locations/{location}/asset-groups/etl/lineage"
+            graph = "the etl group's asset graph"
+            ui.show("2-lineage-etl", path, graph, GRAPH_DRAWS, ETL_ASSETS + FED_ASSETS, NOT_DRAWN)
+            step(f"the etl group's lineage ({path}) draws {', '.join(ETL_ASSETS)}, feeding {', '.join(FED_ASSETS)}")
+            what = f"labels materialized in run {run_id}"
+            ui.show("3-labels-events", "/assets/labels?view=events", what, MATERIALIZED_IN, run_id)
+            step(f"the labels asset page (Events) shows it materialized (published) in run {run_id[:8]}")
+
+            # The test's own copy: this project's raw-data volume, never a folder of the developer's.
+            raw: dict[str, Any] = next(
+                (m for m in stack.inspect("dagster-daemon")["Mounts"] if m["Destination"] == "/data/raw"), {}
+            )
+            if raw.get("Type") != "volume" or raw.get("Name") != f"{PROJECT}_raw-data":
+                raise CheckFailed(f"/data/raw in dagster-daemon is not this project's raw-data volume: {raw}")
+            lines = int(in_daemon(stack, f"wc -l < {RAW_LABELS}"))
+            try:
+                cut = f"cp {RAW_LABELS} {SAVED_LABELS}; head -n {KEPT_LABELS + 1} {SAVED_LABELS} > {RAW_LABELS}"
+                kept = int(in_daemon(stack, f"{cut}; wc -l < {RAW_LABELS}"))
+                step(f"labels.csv of this project's raw-data volume cut to {kept - 1:,} of {lines - 1:,} rows")
+                launched = time.monotonic()
+                failing = launch_run(stack, selector)
+                status = finished(stack, failing)
+                failures = step_failures(stack, failing)
+                if status != "FAILURE" or not re.search(r"blocking asset check.*labels: row_count_drop", failures):
+                    raise CheckFailed(f"{ETL_JOB} run {failing} on the cut labels.csv: {status}: {failures}")
+                after = labels_rows(stack)
+                if after != rows:
+                    raise CheckFailed(f"labels has {after:,} rows after the failed run, not its {rows:,}")
+                took = time.monotonic() - launched
+                step(f"{ETL_JOB} run {failing[:8]}: FAILURE in {took:.0f} s ({failures}); labels: still {after:,} rows")
+                path = "/assets/labels?view=checks&checkDetail=row_count_drop"
+                what = f"row_count_drop of labels failed in run {failing}"
+                text = ui.show("4-labels-checks", path, what, CHECK_FAILED, failing)
+                message = re.search(r"labels would shrink [^\n;]*", text)
+                shown = message.group(0) if message else ""
+                step(f"the labels asset page (Checks) shows row_count_drop Failed in run {failing[:8]}: {shown}")
+            finally:
+                restore = f"cp {SAVED_LABELS} {RAW_LABELS}; cmp {SAVED_LABELS} {RAW_LABELS}; rm {SAVED_LABELS}"
+                in_daemon(stack, f"if [ -f {SAVED_LABELS} ]; then {restore}; fi")
+            step(f"labels.csv restored ({lines - 1:,} rows)")
+        finally:
+            browser.close()
+    names = ", ".join(sorted(p.name for p in shots.iterdir()))
+    step(f"Dagster UI check done in {time.monotonic() - started:.0f} s; screenshots in {shots}: {names}")
+
+
 def check(stack: Stack) -> None:
     step("docker compose build")
     stack.compose("build")
@@ -412,17 +690,33 @@ def check(stack: Stack) -> None:
     step(f"EDA served by the proxy: a {len(pdf) // 1024} KB PDF, {headers['Content-Type']}")
     wait_until("the eda service exiting 0 after rendering", lambda: stack.states().get("eda") == ["exited", "0"], 60)
     for service in ("api", "proxy"):
-        wait_until(
-            f"{service} reporting healthy",
-            lambda service=service: stack.inspect(service)["State"].get("Health", {}).get("Status") == "healthy",
-            60,
-        )
+
+        def healthy(service: str = service) -> bool:
+            return bool(stack.inspect(service)["State"].get("Health", {}).get("Status") == "healthy")
+
+        wait_until(f"{service} reporting healthy", healthy, 60)
     step("eda exited 0; api and proxy report healthy")
+
+    # Last: its runs (and the training run the sensor then requests) load the machine.
+    check_dagster_ui(stack)
 
 
 def main() -> int:
+    if (
+        not importlib.util.find_spec("playwright")
+        and VENV_PYTHON.exists()
+        and not os.environ.get("COMPOSE_TEST_REEXEC")
+    ):
+        # `make compose-test` runs python3; the Dagster UI check needs the venv's Playwright.
+        step(f"re-running with {VENV_PYTHON} (Playwright, for the Dagster UI check)")
+        os.environ["COMPOSE_TEST_REEXEC"] = "1"
+        os.execv(VENV_PYTHON, [str(VENV_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         print("compose-test: no Docker engine answers `docker info`; nothing checked", file=sys.stderr)
+        return 2
+    missing = browser_missing()
+    if missing:
+        print(f"compose-test: the Dagster UI check needs {' and '.join(missing)}; nothing checked", file=sys.stderr)
         return 2
     stack = Stack()
     started = time.monotonic()
