@@ -7,7 +7,8 @@
 #   eda        <project>-eda                       the EDA notebook, rendered to /srv/eda/eda.pdf
 #   proxy      <project>-proxy                     nginx in front of the API (:8080) and the EDA (:8081)
 #   orchestration <project>-orchestration          Dagster: dagster-webserver (:3000) and dagster-daemon
-#              (dagster-webserver, dagster-daemon)
+#              (dagster-webserver, dagster-daemon)    (with the drift monitor, companydata-monitor)
+#   monitoring <project>-monitoring-ui            Evidently's UI on the drift reports' workspace (:8085)
 #   test       companydata-test (make test)       the whole test suite, with its system packages
 #
 # docker compose builds the service targets; `make test` builds `test` when the machine lacks the
@@ -185,14 +186,18 @@ ENTRYPOINT ["python", "/etc/proxy/entrypoint.py"]
 # scoring code, and writes /data/raw (the ETL's default dataset) and /models (new versions).
 # Dagster's own records live in PostgreSQL (the `dagster` database): see dagster.yaml.
 # The builder and sources stages do not carry the orchestration package (the other images must not
-# rebuild when it changes): its manifest and source are copied here.
+# rebuild when it changes): its manifest and source are copied here, and the drift monitor's
+# (monitoring: Evidently; the drift_report asset runs it, so does `make monitor`).
 FROM builder AS orchestration-build
 COPY orchestration/pyproject.toml orchestration/
+COPY monitoring/pyproject.toml monitoring/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package orchestration --no-install-workspace
 COPY --from=sources /src /src
 COPY orchestration/pyproject.toml orchestration/README.md /src/orchestration/
 COPY orchestration/src /src/orchestration/src
+COPY monitoring/pyproject.toml monitoring/README.md /src/monitoring/
+COPY monitoring/src /src/monitoring/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package orchestration --no-editable
 
@@ -200,13 +205,16 @@ FROM runtime AS orchestration
 # uid 10001, as the etl and training images: the raw-data and models volumes belong to that uid
 # (whichever container mounts a new volume first gives it its directory's owner, hence the chowns).
 # DAGSTER_HOME (dagster.yaml, workspace.yaml) belongs to root: the services read it, never write it.
+# /srv/reports (the reports volume): the drift reports' HTML and the Evidently workspace.
 ENV DAGSTER_HOME=/opt/dagster/home \
     RAW_DATA_DIR=/data/raw \
     MODEL_DIR=/models \
+    REPORTS_DIR=/srv/reports/html \
+    MONITORING_WORKSPACE=/srv/reports/workspace \
     OMP_NUM_THREADS=2
 RUN useradd --create-home --uid 10001 dagster \
- && mkdir -p /opt/dagster/home /data/raw /models /var/lib/dagster \
- && chown dagster:dagster /data/raw /models /var/lib/dagster
+ && mkdir -p /opt/dagster/home /data/raw /models /var/lib/dagster /srv/reports/html /srv/reports/workspace \
+ && chown dagster:dagster /data/raw /models /var/lib/dagster /srv/reports /srv/reports/html /srv/reports/workspace
 COPY --from=orchestration-build /opt/venv /opt/venv
 COPY orchestration/deploy/dagster.yaml orchestration/deploy/workspace.yaml /opt/dagster/home/
 USER dagster
@@ -214,6 +222,37 @@ WORKDIR /opt/dagster/home
 EXPOSE 3000
 # The compose services set their command (and the webserver's healthcheck, /server_info).
 CMD ["dagster-webserver", "-h", "0.0.0.0", "-p", "3000", "-w", "workspace.yaml"]
+
+# ---------------------------------------------------------------------------------------------
+# monitoring: Evidently's UI (companydata-monitor ui, :8085) on the Evidently workspace the
+# orchestrator's drift_report writes into the reports volume: the dashboard over time and every
+# report. Only the monitoring package and its locked dependencies (Evidently, with
+# machine_learning_engineering); it reads the volume, mounted read-only, and writes nothing.
+FROM builder AS monitoring-build
+COPY monitoring/pyproject.toml monitoring/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --package monitoring --no-install-workspace
+COPY --from=sources /src /src
+COPY monitoring/pyproject.toml monitoring/README.md /src/monitoring/
+COPY monitoring/src /src/monitoring/src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --package monitoring --no-editable
+
+FROM runtime AS monitoring
+# /srv/reports (the reports volume) and its two directories belong to uid 10001, the orchestrator's
+# user, which writes them: a new volume takes the owner of the directory it is first mounted on,
+# and this container may mount it first. The UI runs as its own user, which only reads.
+ENV MONITORING_WORKSPACE=/srv/reports/workspace
+RUN useradd --create-home --uid 10005 monitor \
+ && mkdir -p /srv/reports/html /srv/reports/workspace \
+ && chown -R 10001:10001 /srv/reports
+COPY --from=monitoring-build /opt/venv /opt/venv
+USER monitor
+WORKDIR /home/monitor
+EXPOSE 8085
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+  CMD python -c "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8085/api/version', timeout=3).status != 200)"
+CMD ["companydata-monitor", "ui", "--host", "0.0.0.0", "--port", "8085"]
 
 # ---------------------------------------------------------------------------------------------
 # test: the whole test suite for a machine that has Docker but not the suite's system packages

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGES := mle de ds deployment eda testkit orchestration
+PACKAGES := mle de ds deployment eda testkit orchestration monitoring
 UV_VERSION := 0.13.9
 UV_DIR := build/uv-$(UV_VERSION)
 UV := $(UV_DIR)/bin/uv
@@ -16,7 +16,7 @@ DEMO_API_PORT ?= 5000
 DEMO_ENV = DB_HOSTNAME=127.0.0.1 DB_PORT=$(DEMO_DB_PORT) MODEL_DIR=$(DEMO_DIR)/models RAW_DATA_DIR=$(DEMO_DIR)/raw
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lock-check test lint format docs etl train models promote rollback example eda demo stop compose-test bench bench-etl bench-model bench-serve bench-orchestration up down logs clean api-key revoke-key
+.PHONY: help install lock lock-check test lint format docs etl train monitor drift-demo models promote rollback example eda demo stop compose-test bench bench-etl bench-model bench-serve bench-orchestration bench-ood bench-drift up down logs clean api-key revoke-key
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -119,6 +119,21 @@ etl: ## run the whole ETL inside the running compose stack
 train: ## train a candidate in the running stack; it becomes champion only if it passes (ARGS="--max-iter 200 --no-promote")
 	$(COMPOSE) run --rm -e USER=$${USER:-unknown} model-training companydata-train $(ARGS)
 
+# The period defaults to yesterday (UTC), the day the 05:00 schedule reports on.
+monitor: ## drift report of a period in the running stack (default yesterday; ARGS="--since 2026-03-01 --until 2026-03-07")
+	@args='$(ARGS)'; \
+	if [ -z "$$args" ]; then \
+	  day=$$($(PYTHON) -c 'import datetime as d; print(d.datetime.now(d.timezone.utc).date() - d.timedelta(days=1))'); \
+	  args="--since $$day --until $$day"; \
+	fi; \
+	echo "$(COMPOSE) run --rm --no-deps dagster-daemon companydata-monitor report $$args"; \
+	$(COMPOSE) run --rm --no-deps dagster-daemon companydata-monitor report $$args
+
+# Standard library only, on this machine, like make example: API_URL (default http://localhost:5000)
+# and API_TOKEN (a token or a per-client key) as there.
+drift-demo: ## send 600 shifted requests to the running API, run today's drift report: the dashboard (:8085) and the alert show it
+	COMPOSE="$(COMPOSE)" $(PYTHON) monitoring/src/monitoring/demo.py $(ARGS)
+
 models: ## list model versions: champion, candidates, rejected
 	$(COMPOSE) run --rm --no-deps model-training companydata-registry list
 
@@ -195,7 +210,13 @@ clean: ## stop the stack and delete its volumes, the venv and local data
 	-$(COMPOSE) down --volumes --remove-orphans
 	rm -rf $(VENV) data .pgdata $(DEMO_DIR) models $(BENCH_DIR) bench/results build
 
-bench: bench-etl bench-model bench-serve bench-orchestration ## every benchmark
+bench: bench-etl bench-model bench-serve bench-orchestration bench-ood bench-drift ## every benchmark
+
+bench-ood: ## /predict with the out-of-distribution gate against without (goal <= 10 % of latency)
+	$(PY) bench/bench_ood.py --data-dir $(BENCH_DIR)
+
+bench-drift: ## drift report false alarms and detections on generated data (docs/drift.md)
+	$(PY) bench/bench_drift.py --data-dir $(BENCH_DIR)/drift
 
 bench-orchestration: ## the graph through Dagster against the plain CLI (150,000 clients; goal <= 1.3x)
 	$(PY) bench/bench_orchestration.py --data-dir $(BENCH_DIR)

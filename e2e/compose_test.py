@@ -9,13 +9,18 @@ running stack or its volumes), then checks, in order:
 - the development stack starts; through the proxy only: the API becomes ready, the
   challenge's example request is answered and logged in `predictions`; `ds_user` cannot write;
 - network exposure: the api, eda and dagster-daemon containers publish nothing, the database,
-  the proxy and the Dagster webserver are bound to 127.0.0.1 only (and refuse connections on
-  this machine's other address);
+  the proxy, the Dagster webserver and the drift dashboard (monitoring-ui) are bound to 127.0.0.1
+  only (and refuse connections on this machine's other address);
 - Dagster: the webserver answers /server_info on its port, its code location is loaded, the
   daemon container runs and reports its scheduler, sensor and run-queue daemons healthy; the
   `dagster` login cannot connect to companydata;
 - a slow-client attack on the proxy (bounded) leaves /health fast; a body over the limit is
   refused by the proxy; the EDA PDF is served by the proxy, with its content type;
+- the drift demo (`make drift-demo`): 600 shifted requests through the proxy, today's drift report
+  in dagster-daemon; it logs the ERROR alert and `monitoring_alerts` holds drift_share and
+  ood_rate; then the drift dashboard (monitoring-ui, Evidently's UI) in headless Chromium: every
+  panel of the requests' dashboard draws a line at today's date, and the Reports list shows
+  today's run, whose View opens the report (screenshots in a temporary directory);
 - the Dagster UI, in a real headless Chromium (Debian's, driven by Playwright): the lineage
   pages draw the asset graph; a `customer_etl_job` run launched through GraphQL succeeds and
   the `labels` asset page shows its materialization; with the stack's raw `labels.csv` (this
@@ -37,6 +42,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -62,10 +68,11 @@ PASSWORD_VARIABLES = (
     "MLE_DB_PASSWORD",
     "API_ADMIN_DB_PASSWORD",
     "DAGSTER_DB_PASSWORD",
+    "MONITOR_DB_PASSWORD",
 )
 SERVICES = (
     "preflight", "operational-db", "etl", "model-training", "api", "eda", "proxy",
-    "dagster-webserver", "dagster-daemon",
+    "dagster-webserver", "dagster-daemon", "monitoring-ui",
 )  # fmt: skip
 # The daemons the orchestrator cannot work without (Dagster's GraphQL names).
 DAGSTER_DAEMONS = ("SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR")
@@ -114,6 +121,7 @@ class Stack:
             "EDA_HOST_PORT": free_port(),
             "DB_HOST_PORT": free_port(),
             "DAGSTER_HOST_PORT": free_port(),
+            "MONITORING_HOST_PORT": free_port(),
         }
         # The stack's own defaults, whatever a developer's .env or shell says.
         # RAW_DATA_SOURCE: the project's own raw-data volume, never a developer's folder (the Dagster
@@ -254,6 +262,7 @@ def check_exposure(stack: Stack) -> None:
         "operational-db": {"5432/tcp": stack.ports["DB_HOST_PORT"]},
         "proxy": {"8080/tcp": stack.ports["API_HOST_PORT"], "8081/tcp": stack.ports["EDA_HOST_PORT"]},
         "dagster-webserver": {"3000/tcp": stack.ports["DAGSTER_HOST_PORT"]},
+        "monitoring-ui": {"8085/tcp": stack.ports["MONITORING_HOST_PORT"]},
     }
     for service, ports in expected.items():
         bindings = stack.inspect(service)["HostConfig"]["PortBindings"] or {}
@@ -262,8 +271,8 @@ def check_exposure(stack: Stack) -> None:
         if found != want:
             raise CheckFailed(f"{service} should be published on 127.0.0.1 only, as {want}: {found}")
     step(
-        "api, eda, the jobs and dagster-daemon publish nothing; database, proxy and dagster-webserver"
-        " are bound to 127.0.0.1 only"
+        "api, eda, the jobs and dagster-daemon publish nothing; database, proxy, dagster-webserver and"
+        " monitoring-ui are bound to 127.0.0.1 only"
     )
 
     # And in fact: this machine's own network address does not answer on those ports.
@@ -281,7 +290,7 @@ def check_exposure(stack: Stack) -> None:
             s.settimeout(3)
             if s.connect_ex((address, host_port)) == 0:
                 raise CheckFailed(f"{name} {host_port} answers on {address}, not only on 127.0.0.1")
-    step(f"{address} (this machine's network address) refuses the database, API, EDA and Dagster ports")
+    step(f"{address} (this machine's network address) refuses the database, API, EDA, Dagster and monitoring ports")
 
 
 def graphql(stack: Stack, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -512,10 +521,13 @@ def in_daemon(stack: Stack, script: str) -> str:
 
 
 class DagsterUi:
-    """A headless Chromium tab on the Dagster webserver; every page it shows is saved as a screenshot."""
+    """A headless Chromium tab on a UI of the stack (the Dagster webserver unless `service` says
+    another published port); every page it shows is saved as a screenshot."""
 
-    def __init__(self, stack: Stack, page: Page, shots: Path) -> None:
-        self.stack, self.page, self.shots = stack, page, shots
+    def __init__(
+        self, stack: Stack, page: Page, shots: Path, service: str = "DAGSTER", title: str = "Dagster UI"
+    ) -> None:
+        self.stack, self.page, self.shots, self.service, self.title = stack, page, shots, service, title
 
     def show(self, name: str, path: str, what: str, condition: str, arg: object, lacking: str = "") -> str:
         """Open `path`, wait until `condition` (a JavaScript function of `arg`) holds, save `name`.png;
@@ -523,7 +535,7 @@ class DagsterUi:
         function of `arg`, says is missing) and a screenshot, when it never holds."""
         from playwright.sync_api import Error as PlaywrightError
 
-        url = self.stack.url("DAGSTER", path)
+        url = self.stack.url(self.service, path)
         try:
             self.page.goto(url, wait_until="domcontentloaded")
             self.page.wait_for_function(condition, arg=arg, timeout=UI_TIMEOUT_MS, polling=250)
@@ -537,7 +549,7 @@ class DagsterUi:
             except PlaywrightError:
                 shown = "(no page)"
             raise CheckFailed(
-                f"Dagster UI {url}: {what}: not shown within {UI_TIMEOUT_MS // 1000} s"
+                f"{self.title} {url}: {what}: not shown within {UI_TIMEOUT_MS // 1000} s"
                 f" ({str(exc).splitlines()[0]}){missing}; screenshot {shot}; the page shows: {shown!r}"
             ) from None
         self.page.screenshot(path=self.shots / f"{name}.png")
@@ -620,6 +632,108 @@ def check_dagster_ui(stack: Stack) -> None:
     step(f"Dagster UI check done in {time.monotonic() - started:.0f} s; screenshots in {shots}: {names}")
 
 
+# --- the drift demo and the monitoring UI (Evidently), in Chromium ----------------------------------
+
+# The dashboard's panels (monitoring/src/monitoring/workspace.py), the requests tab: each must draw a
+# line (MUI X charts: path.MuiLineElement-root) on an axis labelled with the day reported.
+DASHBOARD_PANELS = (
+    "Requests per period", "Positive rate (predicted label 1)", "Share of drifted features",
+    "Out-of-distribution rate", "Drift score per feature (drifted at 0.1)", "Prediction drift (probability)",
+    "Missing share per feature",
+)  # fmt: skip
+# The panel titles (of the args' titles) not yet drawn with a line and the day on their axis: from
+# each title up to the nearest element holding a chart line.
+PANELS_MISSING = r"""([titles, day]) => titles.filter((title) => {
+  const heads = [...document.querySelectorAll("body *")]
+    .filter((e) => e.childElementCount === 0 && e.textContent.trim() === title);
+  return !heads.some((head) => {
+    for (let e = head.parentElement; e; e = e.parentElement) {
+      const line = e.querySelector("svg path.MuiLineElement-root");
+      if (!line) continue;
+      const ticks = [...line.closest("svg").querySelectorAll(".MuiChartsAxis-tickLabel")];
+      return /\d/.test(line.getAttribute("d") || "") && ticks.some((t) => t.textContent.includes(day));
+    }
+    return false;
+  });
+})"""
+PANELS_DRAWN = f"args => ({PANELS_MISSING})(args).length === 0"
+# The project's Reports list shows the day's requests run, with a View link per run.
+REPORT_LISTED = r"""day => document.body.innerText.includes("requests " + day)
+  && document.querySelector('a[href*="/reports/"]') !== null"""
+# A report opened: Evidently's drift widgets name the model's features.
+REPORT_SHOWN = r"""() => ["attr_a", "attr_b", "scd_a", "scd_b"].every((f) => document.body.innerText.includes(f))
+  && /drift/i.test(document.body.innerText)"""
+
+
+def check_drift_demo(stack: Stack) -> None:
+    """`make drift-demo` against this project: shifted requests through the proxy, today's report in
+    dagster-daemon, the ERROR alert; then the monitoring UI (Evidently) in Chromium: every panel of
+    the dashboard draws the day, and the latest report opens from the Reports list."""
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    compose = shlex.join(
+        ["docker", "compose", "--project-directory", str(ROOT), "--env-file", str(ROOT / ".env.example"), "-p", PROJECT]
+    )
+    step("the drift demo (make drift-demo: monitoring/src/monitoring/demo.py)")
+    demo = subprocess.run(
+        [sys.executable, str(ROOT / "monitoring" / "src" / "monitoring" / "demo.py")],
+        env={**stack.env, "API_URL": stack.url("API", ""), "COMPOSE": compose},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = demo.stdout + demo.stderr
+    errors = [line.strip(" |") for line in output.splitlines() if "ERROR monitoring: drift alert:" in line]
+    sent = next((line for line in output.splitlines() if line.startswith("drift-demo: sent ")), "")
+    reported = re.search(r"drift-demo: the alerts of (\d{4}-\d{2}-\d{2})", output)
+    if demo.returncode != 0 or not errors or not sent or not reported:
+        raise CheckFailed(f"the drift demo: exit {demo.returncode}, no ERROR drift alert: {output}")
+    day = reported.group(1)
+    step(sent)
+    for line in errors:
+        step(f"  {line[:300]}")
+    alerts = stack.psql(
+        "admin", "admin", f"SELECT threshold FROM monitoring_alerts WHERE period_start = '{day}' ORDER BY 1"
+    )
+    thresholds = alerts.stdout.split()
+    if alerts.returncode != 0 or not {"drift_share", "ood_rate"} <= set(thresholds):
+        raise CheckFailed(f"monitoring_alerts of {day}: {thresholds} {alerts.stderr!r}; demo output: {output}")
+    step(f"the demo's report of {day} crossed thresholds: monitoring_alerts has {', '.join(thresholds)}")
+
+    def healthy() -> bool:
+        return bool(stack.inspect("monitoring-ui")["State"].get("Health", {}).get("Status") == "healthy")
+
+    wait_until("monitoring-ui reporting healthy", healthy, 120, every=2)
+    _, body = wait_for("monitoring-ui's project list", stack.url("MONITORING", "/api/projects"), 60)
+    projects = {p["name"]: p["id"] for p in json.loads(body)}
+    if "companydata drift" not in projects:
+        raise CheckFailed(f"monitoring-ui has no project 'companydata drift': {projects}")
+    project = projects["companydata drift"]
+    shots = Path(tempfile.mkdtemp(prefix="compose-test-monitoring-ui-"))
+    step(f"monitoring UI (Evidently) in headless Chromium; screenshots in {shots}")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            ui = DagsterUi(stack, page, shots, service="MONITORING", title="monitoring UI")
+            what = f"the dashboard's panels drawing {day}"
+            args = [list(DASHBOARD_PANELS), day]
+            ui.show("1-dashboard", f"/projects/{project}", what, PANELS_DRAWN, args, PANELS_MISSING)
+            page.screenshot(path=shots / "1-dashboard-full.png", full_page=True)
+            step(f"the dashboard draws {day} in every panel: {', '.join(DASHBOARD_PANELS)}")
+            ui.show("2-reports", f"/projects/{project}/reports", f"the run 'requests {day}'", REPORT_LISTED, day)
+            page.locator('a[href*="/reports/"]', has_text="View").first.click()
+            page.wait_for_function(REPORT_SHOWN, timeout=UI_TIMEOUT_MS, polling=250)
+            page.screenshot(path=shots / "3-latest-report.png")
+            step(f"the Reports list shows 'requests {day}'; its View opens the report ({page.url})")
+        finally:
+            browser.close()
+    names = ", ".join(sorted(p.name for p in shots.iterdir()))
+    step(f"drift demo and monitoring UI check done in {time.monotonic() - started:.0f} s; screenshots: {names}")
+
+
 def check(stack: Stack) -> None:
     step("docker compose build")
     stack.compose("build")
@@ -697,6 +811,7 @@ def check(stack: Stack) -> None:
         wait_until(f"{service} reporting healthy", healthy, 60)
     step("eda exited 0; api and proxy report healthy")
 
+    check_drift_demo(stack)
     # Last: its runs (and the training run the sensor then requests) load the machine.
     check_dagster_ui(stack)
 

@@ -29,6 +29,9 @@ DATA_TABLES = ("customer_profiles", "customer_activity", "labels", "stores", "sa
 LOG_TABLES = ("predictions", "prediction_dead_letters")
 # The daily batch scores (50-batch-predictions.sql): mle_user replaces a day, ds_user reads them.
 SCORE_TABLES = ("batch_predictions",)
+# The drift monitor's tables (80-monitoring.sh); monitor_user's privileges and refusals are in
+# monitoring/tests/test_bootstrap.py.
+MONITOR_TABLES = ("monitoring_metrics", "monitoring_alerts")
 ALL_TABLES = (*DATA_TABLES, *LOG_TABLES, *SCORE_TABLES, "api_keys", "etl_private.run_lock")
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 NO_TRANSACTION = ("CREATE DATABASE", "ALTER SYSTEM")  # statements refused inside a transaction block
@@ -292,7 +295,7 @@ def test_the_etl_owns_the_tables_it_makes_and_the_bootstrap_owns_the_rest(loaded
     owners = dict(loaded.query("SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'"))
     assert owners == {
         **dict.fromkeys(DATA_TABLES, "etl_user"),
-        **dict.fromkeys((*LOG_TABLES, *SCORE_TABLES, "api_keys"), "admin"),
+        **dict.fromkeys((*LOG_TABLES, *SCORE_TABLES, *MONITOR_TABLES, "api_keys"), "admin"),
     }
     assert loaded.query("SHOW search_path", role="etl") == [("public",)]
     assert loaded.query("SELECT rolsuper FROM pg_roles WHERE rolname = 'admin'") == [(True,)]

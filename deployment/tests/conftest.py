@@ -21,7 +21,8 @@ from testkit.process import gunicorn
 
 @pytest.fixture(scope="session")
 def trained(feature_frame: pd.DataFrame) -> CustomerModel:
-    return CustomerModel(max_iter=60).fit(feature_frame)
+    """Fitted as training fits a version: the model, then its out-of-distribution gate and reference sample."""
+    return CustomerModel(max_iter=60).fit(feature_frame).fit_reference(feature_frame, seed=42)
 
 
 @pytest.fixture

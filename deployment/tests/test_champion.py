@@ -73,7 +73,8 @@ def test_polling_reads_hashes_and_unpickles_nothing_when_nothing_changed(trained
     registry.promote(model_dir, new, "second")
     calls.update(sha256=0, champion_pointer=0)
     assert holder.refresh() is True and holder.model.version_ == new
-    assert calls == {"sha256": 1, "joblib.load": 1, "champion_pointer": 1}  # the new champion, once
+    # The new champion, once: its artifact and the files in its manifest (gate, reference sample) hashed once each.
+    assert calls == {"sha256": 3, "joblib.load": 1, "champion_pointer": 1}
 
 
 def test_ready_and_model_say_which_version_serves_and_why(make_app, trained, model_dir) -> None:
@@ -95,6 +96,8 @@ def test_ready_and_model_say_which_version_serves_and_why(make_app, trained, mod
         "champion_version": no_skill,
         "no_skill": True,
         "fallback_reason": None,
+        "ood_gate": False,  # a copy of a model holds no gate: no_skill_version saved it without one
+        "ood_policy": "flag",
     }
 
 

@@ -15,6 +15,7 @@ VARIABLES = [
     "MAX_BODY_BYTES",
     "MODEL_POLL_SECONDS",
     "API_KEYS_REFRESH_SECONDS",
+    "OOD_POLICY",
 ]
 
 
@@ -22,14 +23,16 @@ def test_defaults() -> None:
     s = ServeSettings.from_env({})
     assert (s.model_dir, s.model_class, s.api_token) == (Path("models"), "customer", None)
     assert (s.max_batch, s.max_body_bytes, s.model_poll_seconds, s.key_refresh_seconds) == (1000, 1 << 20, 2.0, 5.0)
+    assert s.ood_policy == "flag"
 
 
 def test_every_variable_is_read() -> None:
     assert sorted(ServeSettings.variables().values()) == sorted(VARIABLES)
-    values = ["/srv/models", "testkit.toy_model:PlanModel", "a-token", "20", "2048", "0.5", "30"]
+    values = ["/srv/models", "testkit.toy_model:PlanModel", "a-token", "20", "2048", "0.5", "30", "reject"]
     s = ServeSettings.from_env(dict(zip(VARIABLES, values, strict=True)))
     assert (s.model_dir, s.model_class, s.api_token) == (Path("/srv/models"), "testkit.toy_model:PlanModel", "a-token")
     assert (s.max_batch, s.max_body_bytes, s.model_poll_seconds, s.key_refresh_seconds) == (20, 2048, 0.5, 30.0)
+    assert s.ood_policy == "reject"
 
 
 def test_empty_values_mean_the_default() -> None:
@@ -52,6 +55,8 @@ def test_the_token_never_shows_in_repr() -> None:
         ({"MODEL_POLL_SECONDS": "often"}, "MODEL_POLL_SECONDS='often' is not a number"),
         ({"MODEL_POLL_SECONDS": "3600"}, "MODEL_POLL_SECONDS='3600' must be less than 3600"),
         ({"API_KEYS_REFRESH_SECONDS": "0"}, "API_KEYS_REFRESH_SECONDS='0' must be greater than 0"),
+        ({"OOD_POLICY": "block"}, "OOD_POLICY='block' must be 'flag' or 'reject'"),
+        ({"OOD_POLICY": "FLAG"}, "OOD_POLICY='FLAG' must be 'flag' or 'reject'"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 from data_science.model import CustomerModel
 from machine_learning_engineering import registry
 from machine_learning_engineering.registry import ModelVersionError
+from testkit.bad_versions import version_before_gates
 
 
 def test_latest_complete_version_wins_and_half_written_ones_are_skipped(fitted, model_dir, caplog) -> None:
@@ -83,3 +84,14 @@ def test_metadata_records_what_a_reader_needs(fitted, model_dir) -> None:
     assert metadata["training"]["class_balance"] and metadata["training"]["rows"] == 6000
     assert {"scikit-learn", "data_science", "machine_learning_engineering"} <= set(metadata["versions"])
     assert metadata["threshold"]["value"] == fitted.threshold_
+
+
+def test_a_version_saved_before_gates_existed_still_loads_and_serves(fitted, model_dir) -> None:
+    version = version_before_gates(fitted, model_dir)
+    metadata = registry.read_metadata(model_dir, version)
+    assert "files" not in metadata and "ood" not in metadata
+    model, _ = registry.load_verified(model_dir, version, CustomerModel)
+    assert model.ood_gate_ is None
+    assert [v.reasons for v in model.check_distribution([{"attr_a": 1, "attr_b": "c", "scd_a": 0.5, "scd_b": 3}])] == [
+        ["no gate in this version"]
+    ]

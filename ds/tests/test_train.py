@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from data_science.features import EXAMPLE_REQUEST
+from data_science.model import CustomerModel
 from data_science.train import UnusableData, check_training_data, train
 from machine_learning_engineering import registry
 from testkit.fixtures import wait_until
@@ -75,6 +77,28 @@ def test_training_started_before_the_etl_waits_then_trains(companydata, feature_
     assert metadata["evaluation"]["has_skill"] is True
     assert set(metadata["evaluation"]["baselines"]) == {"majority", "stratified"}
     assert set(metadata["evaluation"]["metrics"]) >= {"roc_auc", "accuracy", "f1", "log_loss"}
+    # The out-of-distribution gate and the reference sample, saved with the version.
+    assert sorted(metadata["files"]) == ["ood.npz", "reference.csv"]
+    assert metadata["ood"]["detector"]["training_rows"] == 4774 and metadata["reference"]["rows"] == 4774
+    assert metadata["evaluation"]["ood"]["holdout_rows"] == 1226
+    assert metadata["evaluation"]["ood"]["holdout_flag_rate"] < 0.03
+    assert "OOD gate flags" in summary
+
+
+def test_training_fits_the_gate_and_reference_sample_on_the_training_rows(feature_frame, model_dir) -> None:
+    model, holdout = train(feature_frame, 0.2, 42)
+    gate = model.ood_gate_
+    assert gate is not None and gate.spec["detector"]["training_rows"] == len(feature_frame) - len(holdout)
+    assert set(model.reference_["attr_b"].dropna()) <= set(gate.spec["categories"]["attr_b"])
+    assert {"label", "prediction", "probability"} <= set(model.reference_.columns)
+    report = model.evaluation_["ood"]
+    assert report["holdout_rows"] == len(holdout) and report["holdout_flag_rate"] < 0.03
+    assert 0.005 <= report["training_flag_rate"] <= 0.0101
+    loaded, metadata = registry.load_verified(model_dir, model.save(model_dir).name, CustomerModel)
+    assert loaded.check_distribution([EXAMPLE_REQUEST["features"]])[0].in_distribution is True
+    (odd,) = loaded.check_distribution([{**EXAMPLE_REQUEST["features"], "attr_a": 9, "attr_b": "e"}])
+    assert odd.reasons[:2] == ["attr_a=9 outside [1, 5] seen in training", "attr_b='e' not seen in training"]
+    assert metadata["ood"]["ranges"]["attr_a"] == [1.0, 5.0]
 
 
 def test_timeout_is_a_clear_failure(companydata, model_dir) -> None:

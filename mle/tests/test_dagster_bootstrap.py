@@ -149,6 +149,7 @@ def test_production_refuses_the_default_dagster_password() -> None:
         "DS_DB_PASSWORD": "a-real-one-3",
         "MLE_DB_PASSWORD": "a-real-one-4",
         "API_ADMIN_DB_PASSWORD": "a-real-one-5",
+        "MONITOR_DB_PASSWORD": "a-real-one-7",
         "API_TOKEN": "t" * 32,
     }
     assert production_problems(strong) == ["DAGSTER_DB_PASSWORD is unset: set a password"]

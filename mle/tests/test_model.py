@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from machine_learning_engineering import ood, registry
 from machine_learning_engineering.model import MLEModel
 from machine_learning_engineering.prediction_log import PredictionLogger
 from machine_learning_engineering.schema import Feature, FeatureError, FeatureSchema
@@ -123,3 +124,97 @@ def test_with_probability_returns_what_was_logged(companydata, model, logger) ->
     assert labels.tolist() == [1, 1] and probabilities.tolist() == [1.0, 1.0]
     assert logger.flush()
     assert companydata.query("SELECT count(*), sum(probability) FROM predictions") == [(3, 3.0)]
+
+
+@pytest.fixture
+def gated(feature_frame, logger) -> RuleModel:
+    """A model with its out-of-distribution gate and reference sample, as training makes them."""
+    model = RuleModel().fit(feature_frame).fit_reference(feature_frame, seed=3, sample_rows=2000)
+    model.version_ = "rule-gated"
+    model.prediction_logger = logger
+    return model
+
+
+def test_a_version_keeps_its_gate_and_reference_sample_in_its_manifest(gated, feature_frame, tmp_path) -> None:
+    path = gated.save(tmp_path)
+    assert sorted(p.name for p in path.iterdir()) == [
+        "events.jsonl",
+        "metadata.json",
+        "model.joblib",
+        ood.GATE_FILE,
+        ood.REFERENCE_FILE,
+    ]
+    metadata = registry.read_metadata(tmp_path, path.name)
+    assert sorted(metadata["files"]) == [ood.GATE_FILE, ood.REFERENCE_FILE]
+    assert metadata["files"][ood.GATE_FILE] == registry.sha256(path / ood.GATE_FILE)
+    summary = metadata["ood"]
+    assert summary["features"] == SCHEMA.kinds and summary["ranges"]["attr_a"] == [1.0, 5.0]
+    assert 0 < summary["detector"]["training_flag_rate"] <= 0.0101 and summary["detector"]["threshold"] > 0
+    assert metadata["reference"]["rows"] == 2000
+    # The artifact holds neither: they are files of their own.
+    assert b"OODGate" not in (path / "model.joblib").read_bytes()
+    loaded = RuleModel.load(tmp_path, path.name)
+    rows = [ROW, {**ROW, "attr_a": 50}, {**ROW, "attr_b": "zz"}]
+    assert loaded.check_distribution(rows) == gated.check_distribution(rows)
+    assert [v.in_distribution for v in loaded.check_distribution(rows)] == [True, False, False]
+    registry.smoke_check_distribution(loaded, loaded.metadata_)  # what serving checks before it swaps a version in
+    reference = RuleModel.load_reference(tmp_path, path.name)
+    assert list(reference.columns) == [*SCHEMA.names, "label", "prediction", "probability"]
+    assert len(reference) == 2000 and reference["label"].dtype == "int64"
+    pd.testing.assert_frame_equal(reference.reset_index(drop=True), gated.reference_.reset_index(drop=True))
+    assert set(reference["attr_b"].dropna()) <= set(feature_frame["attr_b"])
+    assert (reference["prediction"] == (reference["attr_a"] > gated.cut_)).all()
+
+
+@pytest.mark.parametrize("damage", ["corrupt gate", "no gate", "no reference"])
+def test_a_damaged_gate_or_reference_refuses_the_version(gated, tmp_path, damage) -> None:
+    path = gated.save(tmp_path)
+    if damage == "corrupt gate":
+        data = bytearray((path / ood.GATE_FILE).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (path / ood.GATE_FILE).write_bytes(bytes(data))
+        expected = f"{ood.GATE_FILE} does not match its sha256: corrupted"
+    else:
+        name = ood.GATE_FILE if damage == "no gate" else ood.REFERENCE_FILE
+        (path / name).unlink()
+        expected = f"is incomplete: no {name}"
+    with pytest.raises(registry.ModelVersionError, match=expected):
+        RuleModel.load(tmp_path, path.name)
+
+
+def test_a_version_saved_without_a_gate_loads_serves_and_says_so(model, tmp_path) -> None:
+    path = model.save(tmp_path)  # never given fit_reference: as versions were before gates
+    metadata = registry.read_metadata(tmp_path, path.name)
+    assert "files" not in metadata and "ood" not in metadata
+    loaded = RuleModel.load(tmp_path, path.name)
+    assert loaded.ood_gate_ is None and RuleModel.load_reference(tmp_path, path.name) is None
+    registry.smoke_check_distribution(loaded, loaded.metadata_)
+    assert loaded.check_distribution([ROW]) == [ood.NO_GATE]
+    assert ood.NO_GATE.in_distribution is None and ood.NO_GATE.reasons == ["no gate in this version"]
+
+
+def test_each_logged_prediction_carries_its_verdict(companydata, gated, model, logger) -> None:
+    frame = pd.DataFrame([ROW, {**ROW, "attr_a": 50}, {**ROW, "attr_b": "zz", "scd_a": None}])
+    assert gated.predict_with_logging([1, 2, 3], frame).tolist() == [1, 1, 1]
+    model.predict_with_logging(4, pd.DataFrame([ROW]))  # a model without a gate
+    assert logger.flush()
+    rows = companydata.query("SELECT client_idx, in_distribution, ood_reasons FROM predictions ORDER BY client_idx")
+    assert rows == [
+        (1, True, []),
+        (2, False, ["attr_a=50 outside [1, 5] seen in training"]),
+        (3, False, ["attr_b='zz' not seen in training"]),
+        (4, None, ["no gate in this version"]),
+    ]
+
+
+def test_verdicts_given_by_the_caller_are_logged_as_given(companydata, gated, logger) -> None:
+    frame = SCHEMA.frame([ROW, ROW])
+    verdicts = gated.check_distribution([ROW, {**ROW, "attr_a": 50}])  # e.g. the API asked first
+    gated.predict_with_logging([5, 6], frame, validated=True, verdicts=verdicts)
+    with pytest.raises(ValueError, match="1 verdicts for 2 feature rows"):
+        gated.predict_with_logging([7, 8], frame, validated=True, verdicts=verdicts[:1])
+    assert logger.flush()
+    assert companydata.query("SELECT client_idx, in_distribution FROM predictions ORDER BY client_idx") == [
+        (5, True),
+        (6, False),
+    ]

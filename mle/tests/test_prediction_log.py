@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
 import pandas as pd
 from prometheus_client import REGISTRY
 
+from machine_learning_engineering.ood import Finding, Verdict
 from machine_learning_engineering.prediction_log import PredictionLogger, PredictionRecord
+from testkit import localdb
 from testkit.fixtures import wait_until
 
 
@@ -222,4 +225,60 @@ def test_a_login_without_insert_privilege_is_an_outage_not_a_dead_letter(company
         companydata.query("GRANT INSERT ON predictions TO mle_user_role")
     assert logger.flush(timeout=30)
     assert count(companydata) == 3 and logger.health()["state"] == "ok"
+    logger.close()
+
+
+def test_spool_files_written_before_the_gate_columns_replay_unchanged(companydata, tmp_path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    old = [json.dumps(list(record)[:8]) for record in records(5)]  # 8 fields: no verdict yet
+    (spool / "1-1-old.jsonl").write_text("\n".join(old) + "\n", encoding="ascii")
+    replayer = PredictionLogger(companydata.settings("mle"), spool_dir=spool)
+    replayer.start()
+    wait_until(lambda: not list(spool.glob("*.jsonl")), what="the old spool file to be replayed")
+    assert companydata.query("SELECT count(*), count(in_distribution), count(ood_reasons) FROM predictions") == [
+        (5, 0, 0)
+    ]
+    assert replayer.stats()["replayed"] == 5 and replayer.stats()["dropped"] == 0
+    replayer.close()
+
+
+def test_verdicts_travel_through_the_spool(companydata, tmp_path) -> None:
+    frame = pd.DataFrame({"attr_a": [1, 2]})
+    verdicts = [Verdict(True), Verdict(False, (Finding(("attr_a",), "attr_a=2 outside [1, 1] seen in training"),))]
+    batch = PredictionRecord.batch([1, 2], np.zeros(2, int), None, "v1", frame, None, verdicts)
+    writer = PredictionLogger(companydata.settings("mle"), spool_dir=tmp_path)
+    assert writer._spool(batch) is not None
+    writer.start()
+    wait_until(lambda: not list(tmp_path.glob("*.jsonl")), what="the replay")
+    assert companydata.query("SELECT client_idx, in_distribution, ood_reasons FROM predictions ORDER BY 1") == [
+        (1, True, []),
+        (2, False, ["attr_a=2 outside [1, 1] seen in training"]),
+    ]
+    writer.close()
+
+
+def test_a_database_made_before_the_gate_columns_holds_the_records_until_70_ood_sql(companydata) -> None:
+    """An old database volume never ran 70-ood.sql: the log buffers (an outage, named), nothing
+    is dead-lettered or lost, and the records land once the file is applied. Twice is harmless."""
+    migration = (localdb.INIT_DIR / "70-ood.sql").read_text()
+    companydata.query("ALTER TABLE predictions DROP COLUMN in_distribution, DROP COLUMN ood_reasons")
+    try:
+        logger = PredictionLogger(companydata.settings("mle"), max_backoff=0.05, unready_after=0.1)
+        logger.start()
+        wait_until(lambda: logger.health()["state"] == "failing", what="the probe to see the missing columns")
+        assert "in_distribution, ood_reasons" in logger.health()["last_error"]
+        assert "70-ood.sql" in logger.health()["last_error"]
+        logger.log(records(4))
+        assert not logger.flush(timeout=0.3)
+        assert logger.stats()["dead_lettered"] == 0 and logger.stats()["pending"] == 4
+        companydata.query(migration)
+    finally:
+        companydata.query(migration)  # idempotent: restores the columns whatever happened
+    assert logger.flush(timeout=30)
+    assert count(companydata) == 4 and logger.health()["state"] == "ok"
+    assert companydata.query(
+        "SELECT has_column_privilege('mle_user', 'predictions', 'in_distribution', 'INSERT'),"
+        " has_column_privilege('mle_user', 'predictions', 'ood_reasons', 'SELECT')"
+    ) == [(True, False)]
     logger.close()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from data_engineering.generate import GeneratorConfig
-from orchestration.resources import EtlResource, ScoringResource, TrainingResource
+from orchestration.resources import EtlResource, MonitoringResource, ScoringResource, TrainingResource
 from testkit.fixtures import TestDatabase, editable_copy, generated_dataset
 
 # Enough clients for a model with a holdout of both classes; three months of sales.
@@ -33,7 +33,7 @@ def model_dir(tmp_path: Path) -> Path:
 def stack(companydata: TestDatabase, raw_dir: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> TestDatabase:
     """The environment the resources read (as in Compose), pointed at the test database."""
     for name in list(__import__("os").environ):
-        if name.endswith("_DB_PASSWORD") or name.startswith(("ETL_", "TRAIN_")):
+        if name.endswith("_DB_PASSWORD") or name.startswith(("ETL_", "TRAIN_", "MONITOR_", "ALERT_")):
             monkeypatch.delenv(name)
     for name, value in companydata.env().items():
         if name.startswith("DB_"):
@@ -45,9 +45,14 @@ def stack(companydata: TestDatabase, raw_dir: Path, model_dir: Path, monkeypatch
 
 
 @pytest.fixture
-def resources(stack: TestDatabase, raw_dir: Path, model_dir: Path) -> dict[str, object]:
+def resources(stack: TestDatabase, raw_dir: Path, model_dir: Path, tmp_path: Path) -> dict[str, object]:
     return {
         "etl": EtlResource(raw_data_dir=str(raw_dir)),
         "training": TrainingResource(model_dir=str(model_dir)),
         "scoring": ScoringResource(model_dir=str(model_dir)),
+        "monitoring": MonitoringResource(
+            model_dir=str(model_dir),
+            reports_dir=str(tmp_path / "reports" / "html"),
+            workspace=str(tmp_path / "reports" / "workspace"),
+        ),
     }

@@ -20,6 +20,7 @@ from orchestration.definitions import defs
 EXPECTED = {
     "monthly_sales_schedule": "sales_job",
     "daily_scoring_schedule": "scoring_job",
+    "daily_drift_schedule": "monitoring_job",
     "weekly_training_schedule": "training_job",
 }
 
@@ -60,6 +61,12 @@ def test_on_the_first_the_previous_months_sales_are_loaded(when: datetime, month
 def test_every_day_yesterday_is_scored() -> None:
     assert defs.resolve_schedule_def("daily_scoring_schedule").cron_schedule == "0 4 * * *"
     [request] = requests("daily_scoring_schedule", datetime(2026, 3, 5, 4, 0, tzinfo=UTC))
+    assert request.partition_key == "2026-03-04"
+
+
+def test_every_day_after_the_scoring_yesterdays_drift_is_reported() -> None:
+    assert defs.resolve_schedule_def("daily_drift_schedule").cron_schedule == "0 5 * * *"
+    [request] = requests("daily_drift_schedule", datetime(2026, 3, 5, 5, 0, tzinfo=UTC))
     assert request.partition_key == "2026-03-04"
 
 

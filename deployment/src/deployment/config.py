@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field
 
@@ -14,7 +14,7 @@ from machine_learning_engineering.settings import StackSettings
 
 class ServeSettings(StackSettings):
     """MODEL_DIR, MODEL_CLASS, API_TOKEN, MAX_BATCH_SIZE, MAX_BODY_BYTES, MODEL_POLL_SECONDS,
-    API_KEYS_REFRESH_SECONDS; `from_env` also applies the STACK_ENV=production rules."""
+    API_KEYS_REFRESH_SECONDS, OOD_POLICY; `from_env` also applies the STACK_ENV=production rules."""
 
     model_dir: Path = Path("models")
     # The MLEModel subclass served: an entry point name in `companydata.models`, or `module:Class`.
@@ -25,6 +25,9 @@ class ServeSettings(StackSettings):
     max_body_bytes: int = Field(1 << 20, gt=1023, lt=1 << 30)
     model_poll_seconds: float = Field(2.0, gt=0, lt=3600)
     key_refresh_seconds: float = Field(5.0, gt=0, lt=3600, validation_alias="API_KEYS_REFRESH_SECONDS")
+    # What an out-of-distribution row gets: flag (answered, with in_distribution false and the
+    # reasons) or reject (422 naming the rows and features; nothing scored). docs/monitoring.md.
+    ood_policy: Literal["flag", "reject"] = "flag"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:

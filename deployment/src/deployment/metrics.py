@@ -33,6 +33,14 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 SCORED = Counter("api_predictions", "Rows scored (one per /predict, n per /predict/batch).")
+OOD = Counter(
+    "api_ood_rows",
+    "Rows the out-of-distribution gate judged: verdict in, out, or none (the version has no gate).",
+    ["verdict"],
+)
+OOD_REFUSED = Counter(
+    "api_ood_refused_requests", "Requests refused because a row was out of distribution (OOD_POLICY=reject)."
+)
 MODEL = Gauge("api_model_info", "1 for the model version served, 0 for versions served before.", ["version"],
               multiprocess_mode="livemax")  # fmt: skip
 

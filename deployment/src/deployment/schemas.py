@@ -105,6 +105,15 @@ class Prediction(BaseModel):
         default_factory=list,
         description="What was odd but scored, e.g. a category the model never saw (scored as missing).",
     )
+    in_distribution: bool | None = Field(
+        description="The out-of-distribution gate's verdict: true when the features look like the model's "
+        "training rows, false when not (see ood_reasons), null when the served version has no gate."
+    )
+    ood_reasons: list[str] = Field(
+        default_factory=list,
+        description="Why the gate judged the features out of distribution, e.g. "
+        '"attr_a=12 outside [1, 5] seen in training"; ["no gate in this version"] when it has none.',
+    )
 
 
 class PredictResponse(Prediction):

@@ -32,7 +32,7 @@ from data_science import promotion
 from data_science.config import HYPERPARAMETERS, TrainSettings
 from data_science.errors import DataScienceError
 from data_science.evaluate import evaluate
-from data_science.features import FEATURES, LABEL
+from data_science.features import FEATURES, LABEL, SCHEMA
 from data_science.model import CustomerModel
 from machine_learning_engineering import registry
 from machine_learning_engineering.cli import run as run_cli
@@ -133,15 +133,33 @@ def split(frame: pd.DataFrame, test_size: float, seed: int) -> tuple[pd.DataFram
     return tuple(train_test_split(frame, test_size=test_size, stratify=frame[LABEL], random_state=seed))
 
 
+def ood_evaluation(model: CustomerModel, holdout: pd.DataFrame) -> dict[str, Any]:
+    """How often the version's out-of-distribution gate flags the holdout's ordinary rows."""
+    gate = model.ood_gate_
+    if gate is None:
+        return {}
+    verdicts = gate.check_frame(SCHEMA.validate(holdout))
+    flagged = sum(v.in_distribution is False for v in verdicts)
+    return {
+        "holdout_rows": len(verdicts),
+        "holdout_flagged": flagged,
+        "holdout_flag_rate": flagged / len(verdicts) if verdicts else 0.0,
+        "training_flag_rate": gate.training_flag_rate,
+    }
+
+
 def train(
     frame: pd.DataFrame, test_size: float, seed: int, params: dict[str, Any] | None = None
 ) -> tuple[CustomerModel, pd.DataFrame]:
-    """Fit on a stratified training split, evaluate on the rest; returns the holdout too."""
+    """Fit on a stratified training split, fit the out-of-distribution gate and the reference
+    sample on the same rows, evaluate both on the rest; returns the holdout too."""
     check_training_data(frame)
     fit_part, holdout = split(frame, test_size, seed)
     model = CustomerModel(random_state=seed, **(params or {})).fit(fit_part)
+    model.fit_reference(fit_part, seed=seed)
     p = model.predict_proba(holdout)[:, 1]
     model.evaluation_ = evaluate(fit_part[LABEL].to_numpy(), holdout[LABEL].to_numpy(), p, model.threshold_, seed)
+    model.evaluation_["ood"] = ood_evaluation(model, holdout)
     return model, holdout
 
 
@@ -170,13 +188,19 @@ class Outcome:
 def summary(model: CustomerModel, seconds: float, path: Path) -> str:
     ev, m = model.evaluation_, model.evaluation_["metrics"]
     base = ev["baselines"]
+    gate = ev.get("ood") or {}
+    ood = ""
+    if gate:
+        ood = f" | OOD gate flags {gate['training_flag_rate']:.2%} of training, {gate['holdout_flag_rate']:.2%} of "
+        ood += "holdout rows"
     return (
         f"model {path.name}: trained on {model.training_['rows']:,} rows in {seconds:.1f} s | holdout "
         f"{ev['holdout_rows']:,} rows: ROC AUC {m['roc_auc']:.3f} (majority {base['majority']['roc_auc']:.3f}, "
         f"stratified {base['stratified']['roc_auc']:.3f}), accuracy {m['accuracy']:.3f} "
         f"(majority {base['majority']['accuracy']:.3f}), F1 {m['f1']:.3f} at threshold {model.threshold_:.3f} "
         f"(stratified {base['stratified']['f1']:.3f}), log loss {m['log_loss']:.4f} "
-        f"(prior {base['majority']['log_loss']:.4f}) | {'skill' if ev['has_skill'] else 'NO SKILL'} | saved to {path}"
+        f"(prior {base['majority']['log_loss']:.4f}) | {'skill' if ev['has_skill'] else 'NO SKILL'}{ood} "
+        f"| saved to {path}"
     )
 
 

@@ -24,7 +24,7 @@ __all__ = [
     "production_problems",
 ]
 
-Role = Literal["admin", "etl", "ds", "mle", "api_admin", "dagster"]
+Role = Literal["admin", "etl", "ds", "mle", "api_admin", "dagster", "monitor"]
 
 # Role -> (login name, variable holding its password). The login names are fixed by the
 # database bootstrap (machine_learning_engineering/bootstrap); only the passwords are deployment secrets. `admin` is the
@@ -38,6 +38,10 @@ ROLE_LOGINS: dict[str, tuple[str, str]] = {
     # Dagster's run/event/schedule storage: owns the `dagster` database, nothing in companydata
     # (bootstrap/60-dagster.sh). The stages the orchestrator runs log in as etl/ds/mle.
     "dagster": ("dagster", "DAGSTER_DB_PASSWORD"),
+    # The drift monitor (`companydata-monitor`, Dagster's drift_report): reads the prediction log and
+    # the batch scores, the scored clients' features and labels through two functions, and writes
+    # its own tables only (bootstrap/80-monitoring.sh).
+    "monitor": ("monitor_user", "MONITOR_DB_PASSWORD"),
 }
 # The shortest API_TOKEN a production stack accepts.
 MIN_PRODUCTION_TOKEN = 16

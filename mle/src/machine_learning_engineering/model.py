@@ -2,9 +2,10 @@
 
 Serving, the registry and the training job rely on this class alone, so a new model is a new
 subclass, not a change to the stack. A subclass declares its `feature_schema` and implements
-`fit` and `score`; versioning (`save`, `load`), validation and logged predictions come with
-the contract. `predict_with_logging` is the one path production predictions take: predict,
-record, return.
+`fit` and `score`; versioning (`save`, `load`), validation, the out-of-distribution gate and
+its reference sample (`fit_reference`, `check_distribution`) and logged predictions come with
+the contract. `predict_with_logging` is the one path production predictions take: check,
+predict, record, return.
 
 The API never names a concrete model: it serves the class that configuration names
 (`MODEL_CLASS`: an entry point of the `companydata.models` group, or `module:Class`),
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -23,7 +24,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from machine_learning_engineering import registry
+from machine_learning_engineering import ood, registry
 from machine_learning_engineering.errors import MLEError
 from machine_learning_engineering.prediction_log import PredictionLogger, PredictionRecord
 from machine_learning_engineering.schema import FeatureSchema
@@ -46,7 +47,9 @@ class MLEModel(ABC):
     Implement `fit` and `score`, set `feature_schema`; override `known_categories`,
     `decision_threshold`, `metadata` and `check_fitted` to tell servers more.
     `version_` names the saved version the model came from (None until saved or loaded),
-    `metadata_` what was recorded with it.
+    `metadata_` what was recorded with it. `ood_gate_` is its out-of-distribution gate and
+    `reference_` its reference sample (both None until `fit_reference`, and for versions saved
+    before gates existed); they are saved beside the artifact, not in it.
     """
 
     # The model's inputs, declared once (see machine_learning_engineering.schema).
@@ -58,6 +61,8 @@ class MLEModel(ABC):
     version_: str | None = None
     metadata_: dict[str, Any]
     prediction_logger: PredictionLogger | None = None
+    ood_gate_: ood.OODGate | None = None
+    reference_: pd.DataFrame | None = None
 
     # --- what a subclass implements ----------------------------------------------------------
 
@@ -97,6 +102,36 @@ class MLEModel(ABC):
 
     # --- what the contract provides ----------------------------------------------------------
 
+    def fit_reference(
+        self, data: pd.DataFrame, *, seed: int = 0, sample_rows: int = ood.REFERENCE_ROWS, label: str = ood.LABEL
+    ) -> Self:
+        """After `fit`, from the same training rows: fit the out-of-distribution gate and keep a
+        reference sample (up to `sample_rows` rows, seeded: the features, the `label` column
+        when the data has one, and this model's prediction and probability). `save` writes
+        both into the version."""
+        clash = {ood.LABEL, ood.PREDICTION, ood.PROBABILITY} & set(self.feature_schema.names)
+        if clash:
+            raise ood.GateError(f"feature(s) {', '.join(sorted(clash))} would clash with the reference's own columns")
+        self.ood_gate_ = ood.OODGate.fit(self.feature_schema, data, seed=seed)
+        sample = data if len(data) <= sample_rows else data.sample(n=sample_rows, random_state=seed).sort_index()
+        reference = self.feature_schema.validate(sample)
+        labels, probabilities = self.score(reference)
+        if label in sample.columns:
+            reference[ood.LABEL] = sample[label].to_numpy()
+        reference[ood.PREDICTION] = np.asarray(labels)
+        reference[ood.PROBABILITY] = np.asarray(probabilities, dtype="float64")
+        self.reference_ = reference
+        return self
+
+    def check_distribution(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> list[ood.Verdict]:
+        """Per row (a frame, or validated values as mappings), the gate's verdict; for a version
+        without a gate, `ood.NO_GATE` (in_distribution None, reason "no gate in this version")."""
+        if isinstance(rows, pd.DataFrame):
+            records: Sequence[Mapping[str, Any]] = rows[self.feature_schema.names].to_dict("records")  # type: ignore[assignment]
+        else:
+            records = rows
+        return ood.verdicts(self.ood_gate_, records)
+
     def predict_labels_and_probabilities(self, features: pd.DataFrame) -> tuple[Labels, Probabilities]:
         """Labels and P(label = 1) per row of any frame: validated first."""
         return self.score(self.feature_schema.validate(features))
@@ -113,6 +148,7 @@ class MLEModel(ABC):
         with_probability: bool = False,
         api_key: str | None = None,
         validated: bool = False,
+        verdicts: Sequence[ood.Verdict] | None = None,
     ) -> Any:
         """Predict, record each prediction, and return the label(s).
 
@@ -122,18 +158,24 @@ class MLEModel(ABC):
         (labels, probabilities) instead, so a caller that shows the probability still takes this
         one logged path. `api_key` names the caller's key in the record. `validated=True` says
         the frame comes from `feature_schema.frame` of already validated values (the API), so
-        it is not checked a second time. Recording never raises: the logger buffers while its
+        it is not checked a second time. Each record carries the row's out-of-distribution verdict:
+        `verdicts` when the caller has them already (the API asks before it scores), else the
+        gate's (`check_distribution`). Recording never raises: the logger buffers while its
         database is away.
         """
         single = np.ndim(client_idx) == 0
         idx: Sequence[Any] = [client_idx] if single else list(client_idx)
         if len(idx) != len(features):
             raise ValueError(f"{len(idx)} client idx for {len(features)} feature rows")
+        if verdicts is not None and len(verdicts) != len(features):
+            raise ValueError(f"{len(verdicts)} verdicts for {len(features)} feature rows")
         clean = features if validated else self.feature_schema.validate(features)
+        if verdicts is None:
+            verdicts = self.check_distribution(clean)
         labels, probabilities = self.score(clean)
         logger = self.prediction_logger or PredictionLogger.default()
         version = self.version_ or "unversioned"
-        logger.log(PredictionRecord.batch(idx, labels, probabilities, version, features, api_key))
+        logger.log(PredictionRecord.batch(idx, labels, probabilities, version, features, api_key, verdicts))
         if with_probability:
             if single:
                 return labels[0].item(), float(probabilities[0])
@@ -142,8 +184,24 @@ class MLEModel(ABC):
 
     def save(self, model_dir: Path, extra: dict[str, Any] | None = None) -> Path:
         """A new candidate version under model_dir (the champion changes only through
-        `registry.promote`); `extra` adds to the metadata. Returns its directory."""
-        path = registry.save_version(Path(model_dir), self, {**self.metadata(), **(extra or {})})
+        `registry.promote`); `extra` adds to the metadata. The gate and the reference sample,
+        when fitted, are written into the same version (in its manifest) and summarised in its
+        metadata (`ood`, `reference`). Returns its directory."""
+        metadata = {**self.metadata(), **(extra or {})}
+        files: dict[str, Any] = {}
+        gate, reference = self.ood_gate_, self.reference_
+        if gate is not None:
+            files[ood.GATE_FILE] = gate.save
+            metadata["ood"] = gate.summary()
+        if reference is not None:
+            files[ood.REFERENCE_FILE] = lambda path: ood.write_reference(reference, path)
+            metadata["reference"] = {
+                "file": ood.REFERENCE_FILE,
+                "rows": len(reference),
+                "columns": ood.reference_columns(self.feature_schema, reference),
+                "what": "a seeded sample of the training rows: features, label, this version's prediction",
+            }
+        path = registry.save_version(Path(model_dir), self, metadata, files)
         self.version_ = path.name
         self.metadata_ = registry.read_metadata(Path(model_dir), path.name)
         return path
@@ -159,14 +217,29 @@ class MLEModel(ABC):
             )
         model.version_ = metadata["version"]
         model.metadata_ = metadata
+        gate = registry.version_file(Path(model_dir), metadata, ood.GATE_FILE)
+        try:
+            model.ood_gate_ = None if gate is None else ood.OODGate.load(gate, model.feature_schema)
+        except ood.GateError as exc:
+            raise registry.ModelVersionError(f"model version {metadata['version']}: its gate: {exc}") from None
         return model
+
+    @classmethod
+    def load_reference(cls, model_dir: Path, version: str) -> pd.DataFrame | None:
+        """The version's reference sample with its types (verified), or None if it has none."""
+        metadata = registry.read_metadata(Path(model_dir), version)
+        path = registry.version_file(Path(model_dir), metadata, ood.REFERENCE_FILE)
+        if path is None:
+            return None
+        return ood.read_reference(path, metadata.get("reference", {}).get("columns", cls.feature_schema.kinds))
 
     def __getstate__(self) -> dict[str, Any]:
         # A logger holds a thread and a connection, the metadata lives beside the artifact:
-        # both belong to the process, not the pickle.
+        # both belong to the process, not the pickle. So do the gate and the reference sample,
+        # which are saved as files of their own.
         state = self.__dict__.copy()
-        state.pop("prediction_logger", None)
-        state.pop("metadata_", None)
+        for name in ("prediction_logger", "metadata_", "ood_gate_", "reference_"):
+            state.pop(name, None)
         return state
 
 

@@ -40,6 +40,7 @@ import psycopg2
 from machine_learning_engineering import metrics
 from machine_learning_engineering.config import DatabaseSettings, PredictionLogSettings
 from machine_learning_engineering.db import connect_once, first_line
+from machine_learning_engineering.ood import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,16 @@ log = logging.getLogger(__name__)
 STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS incoming_predictions (
     prediction_id uuid, client_idx bigint, label smallint, probability double precision,
-    model_version text, features jsonb, api_key text, predicted_at timestamptz
+    model_version text, features jsonb, api_key text, predicted_at timestamptz,
+    in_distribution boolean, ood_reasons jsonb
 ) ON COMMIT DELETE ROWS
 """
 COPY = "COPY incoming_predictions FROM STDIN WITH (FORMAT csv)"
 INSERT = """
-INSERT INTO predictions (prediction_id, client_idx, label, probability, model_version, features, api_key, predicted_at)
-SELECT prediction_id, client_idx, label, probability, model_version, features, api_key, predicted_at
+INSERT INTO predictions (prediction_id, client_idx, label, probability, model_version, features, api_key, predicted_at,
+                         in_distribution, ood_reasons)
+SELECT prediction_id, client_idx, label, probability, model_version, features, api_key, predicted_at,
+       in_distribution, ood_reasons
 FROM incoming_predictions
 ON CONFLICT DO NOTHING
 """
@@ -63,9 +67,16 @@ INSERT INTO prediction_dead_letters (prediction_id, record, error) VALUES (%s, %
 ON CONFLICT DO NOTHING
 """
 # Can this login append to the log at all? (A wrong grant shows before the first request does.)
-PROBE = (
-    "SELECT has_table_privilege('predictions', 'INSERT') AND has_table_privilege('prediction_dead_letters', 'INSERT')"
-)
+# And does the table have the columns this writer fills (a database made before 70-ood.sql)?
+PROBE = """
+SELECT has_table_privilege('predictions', 'INSERT') AND has_table_privilege('prediction_dead_letters', 'INSERT'),
+       ARRAY(SELECT c FROM unnest(%s::text[]) AS c
+             WHERE NOT EXISTS (SELECT FROM pg_attribute
+                               WHERE attrelid = 'predictions'::regclass AND attname = c AND NOT attisdropped))
+"""
+# Columns added after the table's first release, and the bootstrap file that adds them to an
+# existing database.
+LATER_COLUMNS = {"in_distribution": "70-ood.sql", "ood_reasons": "70-ood.sql"}
 
 # Errors that belong to the records in a batch, not to the database: split and dead-letter.
 # Anything else (connection, authentication, privileges, a missing table) is an outage: keep
@@ -103,7 +114,9 @@ class PredictionRecord(NamedTuple):
     `features` is the row's JSON text (NaN as null) and `predicted_at` ISO 8601 text: the
     writer streams records to COPY as they are. `prediction_id` is made here, by the client,
     so a batch written twice after an ambiguous failure is stored once. `api_key` names the
-    key that asked (None for an open API).
+    key that asked (None for an open API). `in_distribution` is the out-of-distribution
+    gate's verdict (None: the version has no gate) and `ood_reasons` its reasons as JSON text;
+    both default to None, so spool files written before they existed replay unchanged.
     """
 
     prediction_id: str
@@ -114,6 +127,8 @@ class PredictionRecord(NamedTuple):
     features: str
     api_key: str | None
     predicted_at: str
+    in_distribution: bool | None = None
+    ood_reasons: str | None = None
 
     @classmethod
     def batch(
@@ -124,6 +139,7 @@ class PredictionRecord(NamedTuple):
         version: str,
         features: pd.DataFrame,
         api_key: str | None = None,
+        verdicts: Sequence[Verdict] | None = None,
     ) -> list[PredictionRecord]:
         """Records for a scored frame, built column-wise: this runs on every request."""
         n = len(features)
@@ -132,8 +148,16 @@ class PredictionRecord(NamedTuple):
         ids, now = _uuid4_hex(n), datetime.now(UTC).isoformat()
         labels_ = np.asarray(labels).astype(int).tolist()
         probabilities_ = [None] * n if probabilities is None else np.asarray(probabilities, dtype=float).tolist()
+        flags: list[bool | None] = [None] * n
+        reasons: list[str | None] = [None] * n
+        if verdicts is not None:
+            flags = [v.in_distribution for v in verdicts]
+            reasons = [json.dumps(v.reasons, ensure_ascii=False) if v.findings else "[]" for v in verdicts]
         return [
-            cls(ids[i], int(idx[i]), labels_[i], probabilities_[i], version, rows[i], api_key, now) for i in range(n)
+            cls(
+                ids[i], int(idx[i]), labels_[i], probabilities_[i], version, rows[i], api_key, now, flags[i], reasons[i]
+            )
+            for i in range(n)
         ]
 
     def dumps(self) -> str:
@@ -511,9 +535,16 @@ class PredictionLogger:
 
     def _probe(self) -> None:
         def probe(cur: Any) -> None:
-            cur.execute(PROBE)
-            if not cur.fetchone()[0]:
+            cur.execute(PROBE, (list(LATER_COLUMNS),))
+            writable, absent = cur.fetchone()
+            if not writable:
                 raise LogUnwritable(f"{self.settings.user} may not INSERT into predictions / prediction_dead_letters")
+            if absent:
+                files = ", ".join(sorted({LATER_COLUMNS[c] for c in absent}))
+                raise LogUnwritable(
+                    f"predictions lacks the column(s) {', '.join(absent)}: this database predates them; "
+                    f"apply the bootstrap file(s) {files} once (docs/monitoring.md)"
+                )
 
         self._transaction(probe)
 

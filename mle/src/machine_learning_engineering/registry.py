@@ -3,14 +3,19 @@
 Layout of a model directory (the `models` volume)::
 
     <model_dir>/<version>/model.joblib        the artifact, never rewritten
-    <model_dir>/<version>/metadata.json       written once with the artifact's sha256
+    <model_dir>/<version>/metadata.json       written once with the artifact's sha256 and the manifest
+    <model_dir>/<version>/ood.npz             the out-of-distribution gate (in the manifest; versions
+                                              saved before gates existed have none)
+    <model_dir>/<version>/reference.csv       a sample of the training rows with their predictions
     <model_dir>/<version>/events.jsonl        append-only: candidate, promoted, rejected, ...
     <model_dir>/champion.json                 the pointer: which version serves, and its history
     <model_dir>/champion-history.jsonl        append-only log of every pointer change
     <model_dir>/.incoming-*/                  a save in progress (or a killed one, cleaned later)
 
 A version is assembled in a hidden `.incoming-*` directory and renamed into place in one
-step, so a reader sees a complete version or none. The champion pointer is changed the same
+step, so a reader sees a complete version or none. Every file beside the artifact that the
+model saves with it is listed with its sha256 in metadata.json's `files` (the manifest) and
+verified like the artifact. The champion pointer is changed the same
 way: written to a temporary file, fsynced, renamed. Every version is a candidate until it is
 promoted; the API serves the champion only (see `deployment.model_holder`).
 
@@ -32,7 +37,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata as package_metadata
@@ -133,7 +138,23 @@ def clean_incoming(model_dir: Path, grace_seconds: float = INCOMING_GRACE_SECOND
     return removed
 
 
-def save_version(model_dir: Path, obj: Any, metadata: dict[str, Any]) -> Path:
+def _file_name(name: str) -> str:
+    """A file of a version is a plain name in its directory, never a path out of it."""
+    if not name or name != Path(name).name or name.startswith(".") or name in (ARTIFACT, METADATA, EVENTS):
+        raise ModelVersionError(f"{name!r} cannot be a file of a model version")
+    return name
+
+
+def save_version(
+    model_dir: Path,
+    obj: Any,
+    metadata: dict[str, Any],
+    files: Mapping[str, Callable[[Path], None]] | None = None,
+) -> Path:
+    """A new version directory, written atomically: the artifact, then each of `files`
+    (name -> a function writing that file at the given path, durably), listed with its sha256
+    in the metadata's `files` manifest."""
+    writers = {_file_name(name): write for name, write in (files or {}).items()}
     model_dir.mkdir(parents=True, exist_ok=True)
     clean_incoming(model_dir)
     version = new_version()
@@ -143,11 +164,17 @@ def save_version(model_dir: Path, obj: Any, metadata: dict[str, Any]) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # `clean_incoming` elsewhere leaves it alone
         artifact = staging / ARTIFACT
         joblib.dump(obj, artifact)
+        manifest = {}
+        for name, write in writers.items():
+            write(staging / name)
+            manifest[name] = sha256(staging / name)
         metadata = {**metadata, "version": version, "artifact": ARTIFACT, "sha256": sha256(artifact)}
+        if manifest:
+            metadata["files"] = manifest
         (staging / METADATA).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
         event = {"event": "candidate", "at": _now(), "by": actor(), "reason": "saved by training"}
         (staging / EVENTS).write_text(json.dumps(event) + "\n")
-        for path in (artifact, staging / METADATA, staging / EVENTS, staging):
+        for path in (artifact, *(staging / name for name in manifest), staging / METADATA, staging / EVENTS, staging):
             _fsync(path)
         staging.chmod(0o755)  # the serving container reads it as another user
         target = model_dir / version
@@ -186,7 +213,26 @@ def read_metadata(model_dir: Path, version: str) -> dict[str, Any]:
         raise ModelVersionError(f"model version {version} in {model_dir} is incomplete: no {artifact.name}")
     if sha256(artifact) != metadata.get("sha256"):
         raise ModelVersionError(f"model version {version}: {artifact.name} does not match its sha256: corrupted")
+    manifest = metadata.get("files", {})
+    if not isinstance(manifest, dict):
+        raise ModelVersionError(f"model version {version}: its manifest (files) is not a mapping")
+    for name, digest in manifest.items():
+        try:
+            path = folder / _file_name(name)
+        except ModelVersionError as exc:
+            raise ModelVersionError(f"model version {version}: {exc}") from None
+        if not path.is_file():
+            raise ModelVersionError(f"model version {version} in {model_dir} is incomplete: no {name}")
+        if sha256(path) != digest:
+            raise ModelVersionError(f"model version {version}: {name} does not match its sha256: corrupted")
     return metadata
+
+
+def version_file(model_dir: Path, metadata: dict[str, Any], name: str) -> Path | None:
+    """The path of a file the version's manifest lists (verified by `read_metadata`), or None."""
+    if name not in metadata.get("files", {}):
+        return None
+    return model_dir / str(metadata["version"]) / name
 
 
 def check_compatible(metadata: dict[str, Any], model_class: type[MLEModel]) -> None:
@@ -304,10 +350,27 @@ def smoke_predict(
     return probabilities
 
 
+def smoke_check_distribution(model: MLEModel, metadata: dict[str, Any]) -> None:
+    """The version's out-of-distribution gate (if it has one) judges the reference rows."""
+    if model.ood_gate_ is None:
+        return
+    frame = model.feature_schema.reference_rows(model.known_categories())
+    try:
+        verdicts = model.check_distribution(frame)
+    except Exception as exc:
+        raise ModelVersionError(
+            f"model version {metadata.get('version')} fails the gate's smoke check: {type(exc).__name__}: {exc}"
+        ) from None
+    if len(verdicts) != len(frame) or any(v.in_distribution is None for v in verdicts):
+        raise ModelVersionError(f"model version {metadata.get('version')} fails the gate's smoke check: no verdicts")
+
+
 def verify(model: MLEModel, metadata: dict[str, Any]) -> None:
-    """What serving needs: the signature, and a smoke prediction on the reference set."""
+    """What serving needs: the signature, a smoke prediction on the reference set, and the
+    gate (when the version has one) judging the same rows."""
     check_signature(model, metadata)
     smoke_predict(model, metadata)
+    smoke_check_distribution(model, metadata)
 
 
 def load_verified(model_dir: Path, version: str, model_class: type[MLEModel]) -> tuple[MLEModel, dict[str, Any]]:

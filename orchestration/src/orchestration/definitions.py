@@ -12,17 +12,23 @@ from dagster import Definitions, multiprocess_executor
 
 from orchestration.assets.etl import customer_tables, feature_store, sales
 from orchestration.assets.model import model
+from orchestration.assets.monitoring import drift_report
 from orchestration.assets.scoring import batch_predictions
-from orchestration.resources import EtlResource, ScoringResource, TrainingResource
+from orchestration.resources import EtlResource, MonitoringResource, ScoringResource, TrainingResource
 from orchestration.schedules import JOBS, SCHEDULES
 from orchestration.sensors import retrain_on_new_features
 
-ASSETS = [customer_tables, sales, feature_store, model, batch_predictions]
+ASSETS = [customer_tables, sales, feature_store, model, batch_predictions, drift_report]
 
 
 def resources() -> dict[str, object]:
     """Each stage's settings, read from the environment when a step runs."""
-    return {"etl": EtlResource(), "training": TrainingResource(), "scoring": ScoringResource()}
+    return {
+        "etl": EtlResource(),
+        "training": TrainingResource(),
+        "scoring": ScoringResource(),
+        "monitoring": MonitoringResource(),
+    }
 
 
 defs = Definitions(

@@ -2,9 +2,11 @@
 policy for work that touches the database.
 
 Nothing here reads a variable of its own: `EtlSettings.from_env()` (RAW_DATA_DIR, ETL_*, the
-`etl` login's DB_*), `TrainSettings.from_env()` (MODEL_DIR, TRAIN_*, the `ds` login) and
-`RegistrySettings.from_env()` with the `mle` and `ds` logins (scoring) are read when a step
-runs, so the definitions load without a database and a changed variable needs no reload.
+`etl` login's DB_*), `TrainSettings.from_env()` (MODEL_DIR, TRAIN_*, the `ds` login),
+`RegistrySettings.from_env()` with the `mle` and `ds` logins (scoring) and
+`MonitorSettings.from_env()` (REPORTS_DIR, MONITORING_WORKSPACE, MONITOR_*, ALERT_*, the
+`monitor` login: drift reports) are read when a step runs, so the definitions load without a
+database and a changed variable needs no reload.
 The optional fields override a setting per deployment or test (the UI's launchpad shows them).
 """
 
@@ -22,6 +24,7 @@ from data_engineering import DatabaseBusy
 from data_engineering.config import EtlSettings
 from data_science.config import TrainSettings
 from machine_learning_engineering.config import DatabaseSettings, RegistrySettings
+from monitoring.config import MonitorSettings
 
 # Worth another attempt: the server restarting or unreachable, or other sessions holding the
 # ETL's locks past ETL_LOCK_WAIT (both leave the database unchanged).
@@ -91,3 +94,32 @@ class ScoringResource(ConfigurableResource["ScoringResource"]):
 
     def writer(self) -> DatabaseSettings:
         return DatabaseSettings.from_env("mle")
+
+
+class MonitoringResource(ConfigurableResource["MonitoringResource"]):
+    """Drift reports as monitor_user: MonitorSettings.from_env(); the fields override MODEL_DIR,
+    MODEL_CLASS, REPORTS_DIR and MONITORING_WORKSPACE."""
+
+    model_dir: str | None = None
+    model_class: str | None = None
+    reports_dir: str | None = None
+    workspace: str | None = None
+
+    def settings(self) -> MonitorSettings:
+        settings = MonitorSettings.from_env()
+        registry = settings.registry.model_copy(
+            update={
+                k: v
+                for k, v in {
+                    "model_dir": Path(self.model_dir) if self.model_dir else None,
+                    "model_class": self.model_class,
+                }.items()
+                if v is not None
+            }
+        )
+        update: dict[str, object] = {"registry": registry}
+        if self.reports_dir:
+            update["reports_dir"] = Path(self.reports_dir)
+        if self.workspace:
+            update["workspace"] = Path(self.workspace)
+        return settings.model_copy(update=update)

@@ -1,6 +1,7 @@
 """Model versions that must never serve, built from a fitted scikit-learn model of the stack
 (an MLEModel with `pipeline_`, `threshold_`, `evaluation_`): the registry's and the API's tests
-check that each is refused with its reason, and that something else serves instead."""
+check that each is refused with its reason, and that something else serves instead. And one
+old version that must still serve: saved as before out-of-distribution gates existed."""
 
 from __future__ import annotations
 
@@ -59,3 +60,11 @@ def bad_versions(fitted: MLEModel, model_dir: Path, frame: pd.DataFrame) -> list
         five_feature_version(fitted, model_dir, frame),
         unimportable_version(fitted, model_dir),
     ]
+
+
+def version_before_gates(fitted: MLEModel, model_dir: Path) -> str:
+    """Saved as versions were before out-of-distribution gates: the artifact and metadata.json
+    alone (no ood.npz, no reference.csv, no manifest, no `ood` in the metadata)."""
+    model: Any = copy.deepcopy(fitted)  # a copy holds neither gate nor reference (they are no part of the pickle)
+    metadata = {k: v for k, v in model.metadata().items() if k not in ("ood", "reference")}
+    return registry.save_version(model_dir, model, metadata).name

@@ -57,9 +57,16 @@ def prometheus_metrics() -> Response:
     "/model", responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}, 503: ErrorResponse}
 )
 def model_metadata() -> Response:
-    """Metadata of the model version being served (its metadata.json) and why it serves."""
+    """Metadata of the model version being served (its metadata.json, with the gate's summary
+    under `ood` when it has one), why it serves, and whether and how its gate is applied."""
     context = services()
-    return jsonify({**context.served_model().metadata_, "serving": context.holder.serving})
+    model = context.served_model()
+    serving = {
+        **context.holder.serving,
+        "ood_gate": model.ood_gate_ is not None,
+        "ood_policy": context.settings.ood_policy,
+    }
+    return jsonify({**model.metadata_, "serving": serving})
 
 
 @bp.get("/openapi.json", responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}})

@@ -3,8 +3,12 @@
 Each request passes, in order: the bearer check (401/503), the media type (415), JSON
 parsing (400; NaN and Infinity are not JSON), the duplicate-key check (422), then the
 request model generated from the served model's feature declaration (422, by flask-openapi3
-through `errors.validation_error`). The validated values become a typed frame
-(`feature_schema.frame`) that the model scores without checking it again.
+through `errors.validation_error`), then the served version's out-of-distribution gate on the
+validated values (`MLEModel.check_distribution`): every answer row carries `in_distribution`
+and `ood_reasons`, and with OOD_POLICY=reject a request with any row out of distribution is a
+422 naming the rows and features, scored and logged for none of them. The validated values
+become a typed frame (`feature_schema.frame`) that the model scores without checking it again;
+each logged row carries its verdict.
 """
 
 # No `from __future__ import annotations`: flask-openapi3 reads the views' annotations, which
@@ -24,6 +28,7 @@ from deployment.errors import ApiError
 from deployment.routes.context import services
 from deployment.schemas import BatchResponse, ErrorResponse, PredictResponse, RequestModels
 from machine_learning_engineering.model import MLEModel
+from machine_learning_engineering.ood import Verdict
 
 REFUSALS: ResponseDict = {
     400: ErrorResponse,
@@ -86,6 +91,33 @@ def unknown_categories(model: MLEModel, features: list[dict[str, Any]]) -> list[
     return warnings
 
 
+def count_verdicts(verdicts: list[Verdict]) -> None:
+    counts = {True: 0, False: 0, None: 0}
+    for verdict in verdicts:
+        counts[verdict.in_distribution] += 1
+    for value, label in ((True, "in"), (False, "out"), (None, "none")):
+        if counts[value]:
+            metrics.OOD.labels(label).inc(counts[value])
+
+
+def refuse_out_of_distribution(idx: list[Any], verdicts: list[Verdict], batch: bool) -> None:
+    """OOD_POLICY=reject: a 422 naming each row out of distribution and its features. One such
+    row refuses the whole request (a batch is answered whole or not at all, as for invalid input)."""
+    details = []
+    for i, verdict in enumerate(verdicts):
+        if verdict.in_distribution is not False:
+            continue
+        row = f"[{i}]." if batch else ""
+        for finding in verdict.findings:
+            problem = f"client idx {idx[i]}: {finding.reason}" if batch else finding.reason
+            for name in finding.features or ("",):
+                field = f"{row}features.{name}" if name else f"{row}features"
+                details.append({"field": field, "problem": problem})
+    if details:
+        metrics.OOD_REFUSED.inc()
+        raise ApiError(422, "out of distribution (OOD_POLICY=reject)", details)
+
+
 def blueprint(models: RequestModels) -> APIBlueprint:
     """The prediction endpoints for one feature declaration."""
     bp = APIBlueprint("predict", __name__, abp_tags=[Tag(name="predict")], abp_security=SECURITY)
@@ -110,21 +142,33 @@ def blueprint(models: RequestModels) -> APIBlueprint:
             problem = f"duplicate key {duplicated!r}: each key may appear once per object"
             raise ApiError(422, "invalid request", [{"field": duplicated, "problem": problem}])
 
-    def score(records: list[dict[str, Any]]) -> tuple[MLEModel, list[Any], Any, Any, list[list[str]]]:
-        """Score validated records (dumped once, as plain dicts), logging each."""
-        model = services().served_model()
+    def score(
+        records: list[dict[str, Any]], batch: bool
+    ) -> tuple[MLEModel, list[Any], Any, Any, list[list[str]], list[Verdict]]:
+        """Judge, then score validated records (dumped once, as plain dicts), logging each with its verdict."""
+        context = services()
+        model = context.served_model()
         features = [record["features"] for record in records]
-        warnings = unknown_categories(model, features)
         idx = [record["idx"] for record in records]
+        verdicts = model.check_distribution(features)
+        count_verdicts(verdicts)
+        if context.settings.ood_policy == "reject":
+            refuse_out_of_distribution(idx, verdicts, batch)
+        warnings = unknown_categories(model, features)
         labels, probabilities = model.predict_with_logging(
-            idx, model.feature_schema.frame(features), with_probability=True, api_key=g.api_key, validated=True
+            idx,
+            model.feature_schema.frame(features),
+            with_probability=True,
+            api_key=g.api_key,
+            validated=True,
+            verdicts=verdicts,
         )
         metrics.SCORED.inc(len(records))
-        return model, idx, labels, probabilities, warnings
+        return model, idx, labels, probabilities, warnings, verdicts
 
     def predict(body: Predict) -> Response:  # type: ignore[valid-type]
-        """Predict one client's label (logged in `predictions`)."""
-        model, idx, labels, probabilities, warnings = score([body.model_dump()])  # type: ignore[attr-defined]
+        """Predict one client's label (logged in `predictions`), with the out-of-distribution gate's verdict."""
+        model, idx, labels, probabilities, warnings, verdicts = score([body.model_dump()], batch=False)  # type: ignore[attr-defined]
         answer = PredictResponse(
             idx=idx[0],
             label=int(labels[0]),
@@ -132,21 +176,30 @@ def blueprint(models: RequestModels) -> APIBlueprint:
             model_version=model.version_ or "unversioned",
             threshold=model.decision_threshold,
             warnings=warnings[0],
+            in_distribution=verdicts[0].in_distribution,
+            ood_reasons=verdicts[0].reasons,
         )
         return jsonify(answer.model_dump())
 
     def predict_batch(body: Batch) -> Response:  # type: ignore[valid-type]
-        """Predict many clients in one vectorised call (each logged); at most MAX_BATCH_SIZE."""
+        """Predict many clients in one vectorised call (each logged with its verdict); at most MAX_BATCH_SIZE."""
         records = body.model_dump()  # type: ignore[attr-defined]
         max_batch = services().settings.max_batch
         if not 1 <= len(records) <= max_batch:
             problem = f"send 1 to {max_batch} records, not {len(records)}"
             raise ApiError(422, "invalid request", [{"field": "body", "problem": problem}])
-        model, idx, labels, probabilities, warnings = score(records)
+        model, idx, labels, probabilities, warnings, verdicts = score(records, batch=True)
         # Plain dicts in BatchResponse's shape: a thousand pydantic objects would cost more than the model.
         predictions = [
-            {"idx": i, "label": label, "probability": p, "warnings": w}
-            for i, label, p, w in zip(idx, labels.tolist(), probabilities.tolist(), warnings, strict=True)
+            {
+                "idx": i,
+                "label": label,
+                "probability": p,
+                "warnings": w,
+                "in_distribution": v.in_distribution,
+                "ood_reasons": v.reasons,
+            }
+            for i, label, p, w, v in zip(idx, labels.tolist(), probabilities.tolist(), warnings, verdicts, strict=True)
         ]
         return jsonify(
             predictions=predictions, model_version=model.version_ or "unversioned", threshold=model.decision_threshold

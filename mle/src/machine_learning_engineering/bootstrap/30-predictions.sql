@@ -12,7 +12,12 @@ CREATE TABLE predictions (
     features      jsonb       NOT NULL,
     api_key       text,                         -- the key's name, 'API_TOKEN', or NULL (open API)
     predicted_at  timestamptz NOT NULL,
-    logged_at     timestamptz NOT NULL DEFAULT now()
+    logged_at     timestamptz NOT NULL DEFAULT now(),
+    -- The out-of-distribution gate's verdict (NULL: the model version has no gate) and its
+    -- reasons, a JSON array of strings (docs/monitoring.md). 70-ood.sql adds both to a
+    -- database made before they existed.
+    in_distribution boolean,
+    ood_reasons   jsonb
 );
 
 CREATE INDEX predictions_client_idx ON predictions (client_idx);

@@ -1,0 +1,294 @@
+"""The out-of-distribution gate on its own: what it flags, what it never flags, its NumPy
+scoring against scikit-learn's, and its file."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import IsolationForest
+
+from machine_learning_engineering import ood
+from machine_learning_engineering.ood import Forest, GateError, OODGate
+from machine_learning_engineering.schema import Feature, FeatureSchema
+
+# The customer model's features, declared here as any model would (mle imports no stage).
+CUSTOMER = FeatureSchema(
+    (
+        Feature("attr_a", "integer", "a count", 1),
+        Feature("attr_b", "category", "a category", "c"),
+        Feature("scd_a", "number", "a score", 0.5),
+        Feature("scd_b", "integer", "a level", 3),
+    )
+)
+# A model whose features depend on each other: each plan has its own ages, y follows x.
+PLANS = FeatureSchema(
+    (
+        Feature("age", "integer", "years", 30, 0, 150),
+        Feature("plan", "category", "the plan", "gold"),
+        Feature("x", "number", "a measure", 0.5),
+        Feature("y", "number", "another, close to x", 0.5),
+    )
+)
+ORDINARY = {"attr_a": 3, "attr_b": "c", "scd_a": 0.55, "scd_b": 3}
+
+
+def plans(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    plan = np.where(rng.random(n) < 0.5, "gold", "basic")
+    x = rng.random(n)
+    return pd.DataFrame(
+        {
+            "age": np.where(plan == "gold", rng.integers(20, 41, n), rng.integers(60, 81, n)),
+            "plan": plan,
+            "x": x,
+            "y": x + rng.normal(0, 0.02, n),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def split(feature_frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The generated data's training rows and holdout (by client idx, as training splits)."""
+    held = feature_frame["idx"] % 5 == 0
+    return feature_frame[~held], feature_frame[held]
+
+
+@pytest.fixture(scope="module")
+def gate(split) -> OODGate:
+    return OODGate.fit(CUSTOMER, split[0], seed=7)
+
+
+@pytest.fixture(scope="module")
+def plan_gate() -> OODGate:
+    return OODGate.fit(PLANS, plans(6000, seed=1), seed=0)
+
+
+def one(gate: OODGate, **values) -> ood.Verdict:
+    (verdict,) = gate.check([values])
+    return verdict
+
+
+def test_ordinary_rows_pass_and_the_holdout_flag_rate_stays_low(gate, split) -> None:
+    assert one(gate, **ORDINARY) == ood.IN_DISTRIBUTION
+    detector = gate.spec["detector"]
+    assert 0.005 <= detector["training_flag_rate"] <= 0.0101 and detector["flag_rate_target"] == 0.01
+    # Ordinary rows the gate never saw: about the training rate, well below 3 %.
+    assert gate.flag_rate(CUSTOMER.validate(split[1])) < 0.03
+
+
+def test_a_number_outside_the_training_range_names_feature_value_and_range(gate, split) -> None:
+    low, high = float(split[0]["scd_a"].min()), float(split[0]["scd_a"].max())
+    verdict = one(gate, **{**ORDINARY, "attr_a": 12, "scd_a": 1e30})
+    assert verdict.in_distribution is False
+    assert verdict.findings[:2] == (
+        ood.Finding(("attr_a",), "attr_a=12 outside [1, 5] seen in training"),
+        ood.Finding(("scd_a",), f"scd_a=1e+30 outside [{low!r}, {high!r}] seen in training"),
+    )
+    assert one(gate, **{**ORDINARY, "attr_a": 0}).reasons[0] == "attr_a=0 outside [1, 5] seen in training"
+    assert one(gate, **{**ORDINARY, "attr_a": 5}) == ood.IN_DISTRIBUTION  # the bounds are in range
+
+
+def test_a_category_never_seen_in_training_is_named(gate) -> None:
+    verdict = one(gate, **{**ORDINARY, "attr_b": "zz"})
+    assert verdict.in_distribution is False
+    assert verdict.findings[0] == ood.Finding(("attr_b",), "attr_b='zz' not seen in training")
+
+
+def test_a_category_seen_with_numbers_it_never_had_is_a_rare_combination(plan_gate) -> None:
+    # Each value is in range on its own (ages 20-80 were seen, gold was seen), never together.
+    verdict = one(plan_gate, age=70, plan="gold", x=0.5, y=0.5)
+    assert verdict.in_distribution is False
+    (finding,) = verdict.findings
+    assert finding.features == ("age", "plan")
+    assert finding.reason.startswith("age=70 with plan='gold': never together in training (no row had age in (")
+    assert finding.reason.endswith("] and plan='gold')")
+    assert one(plan_gate, age=30, plan="gold", x=0.5, y=0.5) == ood.IN_DISTRIBUTION
+    assert one(plan_gate, age=70, plan="basic", x=0.5, y=0.5) == ood.IN_DISTRIBUTION
+
+
+def test_two_numbers_that_never_occurred_together_are_a_rare_combination(plan_gate) -> None:
+    # x and y each in range, but training rows have y close to x.
+    for x, y in ((0.9, 0.1), (0.6, 0.4), (0.1, 0.8)):
+        verdict = one(plan_gate, age=30, plan="gold", x=x, y=y)
+        assert verdict.in_distribution is False, (x, y)
+        assert verdict.findings[0].features == ("x", "y")
+        assert verdict.reasons[0].startswith(f"x={x!r} with y={y!r}: never together in training")
+
+
+def test_a_combination_rarely_seen_in_training_is_a_rare_combination() -> None:
+    frame = plans(6000, seed=2)
+    frame.loc[:4, ["plan", "age"]] = ["gold", 75]  # 5 of 6,000 clients are gold and 75
+    gate = OODGate.fit(PLANS, frame, seed=0)
+    verdict = one(gate, age=75, plan="gold", x=0.5, y=0.5)
+    assert verdict.in_distribution is False
+    assert verdict.findings[0].features == ("age", "plan")
+    assert verdict.reasons[0].startswith("age=75 with plan='gold': rarely together in training (5 of 6,000 rows had")
+    assert one(gate, age=30, plan="gold", x=0.5, y=0.5) == ood.IN_DISTRIBUTION
+
+
+def test_a_row_in_a_sparse_region_of_the_training_data_is_flagged_by_the_forest() -> None:
+    # Five numbers: 97 % of the rows in a tight cluster, 3 % scattered thinly over the range.
+    rng = np.random.default_rng(4)
+    schema = FeatureSchema(tuple(Feature(f"f{i}", "number", "a measure", 0.0) for i in range(5)))
+    dense, sparse = rng.normal(0, 0.1, (5820, 5)), rng.uniform(-3, 3, (180, 5))
+    gate = OODGate.fit(schema, pd.DataFrame(np.vstack([dense, sparse]), columns=schema.names), seed=0)
+    verdict = one(gate, f0=2.0, f1=-2.0, f2=2.0, f3=-2.0, f4=2.0)  # each value within the training range
+    assert verdict.in_distribution is False
+    (forest,) = [f for f in verdict.findings if f.features == ()]
+    assert forest.reason.startswith("unusual combination of values: isolation score ")
+    assert forest.reason.endswith("of training rows exceed")
+    assert one(gate, **dict.fromkeys(schema.names, 0.05)) == ood.IN_DISTRIBUTION
+
+
+def test_missing_values_are_never_a_reason(gate, split, plan_gate) -> None:
+    names = CUSTOMER.names
+    rows = CUSTOMER.validate(split[1]).head(300).to_dict("records")
+    ordinary = [row for row, verdict in zip(rows, gate.check(rows), strict=True) if verdict.in_distribution]
+    assert len(ordinary) >= 280
+    for mask in range(1, 2 ** len(names)):  # every non-empty subset of features missing
+        blanked = [{k: (None if mask >> i & 1 else v) for i, (k, v) in enumerate(row.items())} for row in ordinary]
+        flagged = [
+            row for row, verdict in zip(blanked, gate.check(blanked), strict=True) if not verdict.in_distribution
+        ]
+        assert len(flagged) <= len(ordinary) * 0.02, (mask, flagged[:3])  # no more than the base rate
+    assert one(gate, **dict.fromkeys(names)) == ood.IN_DISTRIBUTION
+    assert one(gate, **dict.fromkeys(names, float("nan"))) == ood.IN_DISTRIBUTION  # a frame's missing values
+    # x without y is not a pair at all: the missing half is never judged.
+    assert one(plan_gate, age=30, plan="gold", x=0.9, y=None) == ood.IN_DISTRIBUTION
+    assert one(plan_gate, age=None, plan="gold", x=0.5, y=0.5) == ood.IN_DISTRIBUTION
+
+
+def test_training_data_with_missing_values_and_a_feature_never_seen(split) -> None:
+    frame = split[0].copy()
+    frame.loc[frame.index[::10], "attr_b"] = None
+    frame["scd_b"] = None  # no client had it in training
+    gate = OODGate.fit(CUSTOMER, frame, seed=1)
+    assert gate.spec["ranges"]["scd_b"] is None and gate.spec["detector"]["training_flag_rate"] <= 0.0101
+    assert one(gate, **{**ORDINARY, "attr_b": None, "scd_b": None}) == ood.IN_DISTRIBUTION
+    verdict = one(gate, **ORDINARY)  # any value of a feature training never had is new
+    assert verdict.reasons == ["scd_b=3: no value seen in training"]
+
+
+def test_value_by_value_and_column_by_column_checks_agree(gate, plan_gate, split) -> None:
+    rows = CUSTOMER.validate(split[1]).head(200).to_dict("records")
+    rows += [
+        {**ORDINARY, "attr_a": 12, "attr_b": "zz"},
+        {**ORDINARY, "scd_a": -1.5, "scd_b": None},
+        dict.fromkeys(CUSTOMER.names),
+        {**ORDINARY, "attr_b": float("nan"), "scd_a": float("nan")},
+    ]
+    assert len(rows) > ood.PYTHON_ROWS
+    assert gate.check(rows) == [verdict for row in rows for verdict in gate.check([row])]
+    odd = [
+        {"age": 70, "plan": "gold", "x": 0.9, "y": 0.1},
+        {"age": 200, "plan": "platinum", "x": None, "y": 0.5},
+        {"age": 30, "plan": "gold", "x": 0.5, "y": 0.5},
+    ] * 4
+    assert plan_gate.check(odd) == [verdict for row in odd for verdict in plan_gate.check([row])]
+    assert gate.check([]) == []
+
+
+@pytest.mark.parametrize(("rows", "features", "seed"), [(5000, 4, 0), (300, 3, 1), (20, 2, 2), (40_000, 6, 3)])
+def test_the_numpy_forest_scores_exactly_as_scikit_learn(rows, features, seed) -> None:
+    rng = np.random.default_rng(seed)
+    scale = rng.choice([1e-3, 1.0, 1e4], size=features)
+    x = rng.normal(size=(rows, features)) * scale
+    forest = IsolationForest(random_state=seed).fit(x)
+    ours = Forest.from_sklearn(forest, features)
+    # Training rows, new rows, far-away rows, rows sitting on split thresholds.
+    queries = np.vstack([x[:2000], rng.normal(size=(500, features)) * scale * 5, ours.threshold[:50, None] * scale])
+    queries = queries[np.isfinite(queries).all(axis=1)]
+    expected = -forest.score_samples(queries)
+    assert np.abs(ours.score(queries) - expected).max() <= 1e-12
+    assert np.abs(ours.score(queries[:1]) - expected[:1]).max() <= 1e-12  # one row, as /predict scores it
+    assert np.abs(ours.score(queries, chunk=7) - expected).max() <= 1e-12
+    saved = Forest.from_arrays(
+        ours.arrays(), {"depth": ours.depth, "denominator": ours.denominator, "n_features": features}
+    )
+    assert np.abs(saved.score(queries) - expected).max() <= 1e-12
+
+
+def test_the_gates_own_forest_matches_scikit_learn_on_its_input(gate, split) -> None:
+    frame = CUSTOMER.validate(split[1])
+    estimator = IsolationForest(n_estimators=ood.TREES, random_state=7).fit(
+        ood._matrix(gate._features, CUSTOMER.validate(split[0]))
+    )
+    assert np.abs(gate.scores(frame) + estimator.score_samples(ood._matrix(gate._features, frame))).max() <= 1e-12
+
+
+def test_saved_and_loaded_it_judges_alike(gate, split, tmp_path) -> None:
+    path = tmp_path / ood.GATE_FILE
+    gate.save(path)
+    loaded = OODGate.load(path, CUSTOMER)
+    rows = [*CUSTOMER.validate(split[1]).head(500).to_dict("records"), {**ORDINARY, "attr_a": 12}]
+    assert loaded.check(rows) == gate.check(rows)
+    assert loaded.summary() == gate.summary()
+    json.dumps(gate.summary())  # metadata.json holds it
+    with np.load(path, allow_pickle=False) as saved:  # no pickle inside
+        assert "spec" in saved.files and "forest_children" in saved.files
+
+
+def _resave(path, tmp_path, **changes) -> object:
+    with np.load(path, allow_pickle=False) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    spec = json.loads(str(arrays["spec"]))
+    for key, value in changes.items():
+        if key == "spec":
+            spec = value(spec)
+        elif value is None:
+            del arrays[key]
+        else:
+            arrays[key] = value(arrays[key])
+    arrays["spec"] = np.array(json.dumps(spec))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(buffer.getvalue())
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"spec": lambda s: {**s, "format": 99}}, "has format 99; this code reads format 1"),
+        ({"spec": lambda s: {**s, "features": {"attr_a": "integer"}}}, "was fitted for features"),
+        ({"forest_children": lambda a: a + 10**6}, "points at nodes it does not have"),
+        ({"forest_feature": lambda a: a + 9}, "splits on features beyond its 4"),
+        ({"spec": lambda s: {**s, "forest": {**s["forest"], "depth": 1}}}, "paths longer than its depth 1"),
+        ({"forest_value": lambda a: a[:-1]}, "forest arrays do not fit together"),
+        ({"pair:attr_a:scd_b": None}, "lists the pair attr_a, scd_b but has no cells for it"),
+        ({"pair:attr_a:scd_b": lambda a: a[::-1]}, "cells for the pair attr_a, scd_b are not a sorted list"),
+        ({"count:attr_a:scd_b": lambda a: a[1:]}, "not a sorted list with counts"),
+    ],
+)
+def test_a_damaged_gate_file_is_refused_saying_why(gate, tmp_path, changes, message) -> None:
+    path = tmp_path / ood.GATE_FILE
+    gate.save(path)
+    with pytest.raises(GateError, match=message):
+        OODGate.load(_resave(path, tmp_path, **changes), CUSTOMER)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(GateError, match=r"junk\.npz cannot be read"):
+        OODGate.load(tmp_path / "junk.npz", CUSTOMER)
+
+
+def test_the_reference_sample_keeps_its_types(tmp_path) -> None:
+    frame = pd.DataFrame(
+        {
+            "attr_a": [1.0, np.nan],
+            "attr_b": ["NA", np.nan],  # a category spelled like pandas' missing marker stays text
+            "scd_a": [0.1234567890123, 2.0],
+            "scd_b": [3.0, 4.0],
+            "label": [1, 0],
+            "prediction": [0, 1],
+            "probability": [0.25, 0.75],
+        }
+    )
+    path = tmp_path / ood.REFERENCE_FILE
+    ood.write_reference(frame, path)
+    read = ood.read_reference(path, ood.reference_columns(CUSTOMER, frame))
+    pd.testing.assert_frame_equal(read, frame, check_dtype=False)
+    assert read["attr_b"].tolist()[0] == "NA" and read["label"].dtype == "int64"
