@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # Playwright is imported where the Dagster UI check runs: the rest needs only the standard library
-    from playwright.sync_api import Page
+    from playwright.sync_api import Page, ViewportSize
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "companydata-e2e"
@@ -86,17 +86,8 @@ ASSET_GROUPS = ("etl", "model", "scoring")
 KEPT_LABELS = 2_000  # rows of labels.csv left for the run that must fail (row_count_drop)
 RUN_DEADLINE_S = 900  # a launched run may wait behind the training run the sensor requests
 UI_TIMEOUT_MS = 90_000  # a loaded two-core CI machine renders the UI slowly
+VIEWPORT: ViewportSize = {"width": 1600, "height": 1000}
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-# As deployment/tests/test_page.py launches Debian's Chromium.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 class CheckFailed(AssertionError):
@@ -520,7 +511,7 @@ def in_daemon(stack: Stack, script: str) -> str:
     return done.stdout.strip()
 
 
-class DagsterUi:
+class StackUi:
     """A headless Chromium tab on a UI of the stack (the Dagster webserver unless `service` says
     another published port); every page it shows is saved as a screenshot."""
 
@@ -559,75 +550,67 @@ class DagsterUi:
 def check_dagster_ui(stack: Stack) -> None:
     """What a user of the Dagster UI sees: the asset graph, a run's materialization, a blocking check
     that failed (and kept the published table). Runs launched through GraphQL, pages in Chromium."""
-    from playwright.sync_api import sync_playwright
+    from testkit.browser import headless_page
 
     started = time.monotonic()
     selector = job_selector(stack, ETL_JOB)
     location = selector["repositoryLocationName"]
     shots = Path(tempfile.mkdtemp(prefix="compose-test-dagster-ui-"))
     step(f"Dagster UI in headless Chromium; screenshots in {shots}")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_FLAGS)
+    with headless_page(VIEWPORT, UI_TIMEOUT_MS) as page:
+        ui = StackUi(stack, page, shots)
+
+        launched = time.monotonic()
+        run_id = launch_run(stack, selector)
+        status = finished(stack, run_id)
+        if status != "SUCCESS":
+            raise CheckFailed(f"{ETL_JOB} run {run_id}: {status}: {step_failures(stack, run_id)}")
+        rows = labels_rows(stack)
+        took = time.monotonic() - launched
+        step(f"{ETL_JOB} run {run_id[:8]}, launched through GraphQL: SUCCESS in {took:.0f} s; labels: {rows:,} rows")
+        graph = "the global lineage with the asset groups"
+        ui.show("1-lineage", "/asset-groups", graph, GRAPH_DRAWS, ASSET_GROUPS, NOT_DRAWN)
+        step(f"the global lineage (/asset-groups) draws the groups {', '.join(ASSET_GROUPS)}")
+        path = f"/locations/{location}/asset-groups/etl/lineage"
+        graph = "the etl group's asset graph"
+        ui.show("2-lineage-etl", path, graph, GRAPH_DRAWS, ETL_ASSETS + FED_ASSETS, NOT_DRAWN)
+        step(f"the etl group's lineage ({path}) draws {', '.join(ETL_ASSETS)}, feeding {', '.join(FED_ASSETS)}")
+        what = f"labels materialized in run {run_id}"
+        ui.show("3-labels-events", "/assets/labels?view=events", what, MATERIALIZED_IN, run_id)
+        step(f"the labels asset page (Events) shows it materialized (published) in run {run_id[:8]}")
+
+        # The test's own copy: this project's raw-data volume, never a folder of the developer's.
+        raw: dict[str, Any] = next(
+            (m for m in stack.inspect("dagster-daemon")["Mounts"] if m["Destination"] == "/data/raw"), {}
+        )
+        if raw.get("Type") != "volume" or raw.get("Name") != f"{PROJECT}_raw-data":
+            raise CheckFailed(f"/data/raw in dagster-daemon is not this project's raw-data volume: {raw}")
+        lines = int(in_daemon(stack, f"wc -l < {RAW_LABELS}"))
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            ui = DagsterUi(stack, page, shots)
-
+            cut = f"cp {RAW_LABELS} {SAVED_LABELS}; head -n {KEPT_LABELS + 1} {SAVED_LABELS} > {RAW_LABELS}"
+            kept = int(in_daemon(stack, f"{cut}; wc -l < {RAW_LABELS}"))
+            step(f"labels.csv of this project's raw-data volume cut to {kept - 1:,} of {lines - 1:,} rows")
             launched = time.monotonic()
-            run_id = launch_run(stack, selector)
-            status = finished(stack, run_id)
-            if status != "SUCCESS":
-                raise CheckFailed(f"{ETL_JOB} run {run_id}: {status}: {step_failures(stack, run_id)}")
-            rows = labels_rows(stack)
+            failing = launch_run(stack, selector)
+            status = finished(stack, failing)
+            failures = step_failures(stack, failing)
+            if status != "FAILURE" or not re.search(r"blocking asset check.*labels: row_count_drop", failures):
+                raise CheckFailed(f"{ETL_JOB} run {failing} on the cut labels.csv: {status}: {failures}")
+            after = labels_rows(stack)
+            if after != rows:
+                raise CheckFailed(f"labels has {after:,} rows after the failed run, not its {rows:,}")
             took = time.monotonic() - launched
-            step(
-                f"{ETL_JOB} run {run_id[:8]}, launched through GraphQL: SUCCESS in {took:.0f} s; labels: {rows:,} rows"
-            )
-            graph = "the global lineage with the asset groups"
-            ui.show("1-lineage", "/asset-groups", graph, GRAPH_DRAWS, ASSET_GROUPS, NOT_DRAWN)
-            step(f"the global lineage (/asset-groups) draws the groups {', '.join(ASSET_GROUPS)}")
-            path = f"/locations/{location}/asset-groups/etl/lineage"
-            graph = "the etl group's asset graph"
-            ui.show("2-lineage-etl", path, graph, GRAPH_DRAWS, ETL_ASSETS + FED_ASSETS, NOT_DRAWN)
-            step(f"the etl group's lineage ({path}) draws {', '.join(ETL_ASSETS)}, feeding {', '.join(FED_ASSETS)}")
-            what = f"labels materialized in run {run_id}"
-            ui.show("3-labels-events", "/assets/labels?view=events", what, MATERIALIZED_IN, run_id)
-            step(f"the labels asset page (Events) shows it materialized (published) in run {run_id[:8]}")
-
-            # The test's own copy: this project's raw-data volume, never a folder of the developer's.
-            raw: dict[str, Any] = next(
-                (m for m in stack.inspect("dagster-daemon")["Mounts"] if m["Destination"] == "/data/raw"), {}
-            )
-            if raw.get("Type") != "volume" or raw.get("Name") != f"{PROJECT}_raw-data":
-                raise CheckFailed(f"/data/raw in dagster-daemon is not this project's raw-data volume: {raw}")
-            lines = int(in_daemon(stack, f"wc -l < {RAW_LABELS}"))
-            try:
-                cut = f"cp {RAW_LABELS} {SAVED_LABELS}; head -n {KEPT_LABELS + 1} {SAVED_LABELS} > {RAW_LABELS}"
-                kept = int(in_daemon(stack, f"{cut}; wc -l < {RAW_LABELS}"))
-                step(f"labels.csv of this project's raw-data volume cut to {kept - 1:,} of {lines - 1:,} rows")
-                launched = time.monotonic()
-                failing = launch_run(stack, selector)
-                status = finished(stack, failing)
-                failures = step_failures(stack, failing)
-                if status != "FAILURE" or not re.search(r"blocking asset check.*labels: row_count_drop", failures):
-                    raise CheckFailed(f"{ETL_JOB} run {failing} on the cut labels.csv: {status}: {failures}")
-                after = labels_rows(stack)
-                if after != rows:
-                    raise CheckFailed(f"labels has {after:,} rows after the failed run, not its {rows:,}")
-                took = time.monotonic() - launched
-                step(f"{ETL_JOB} run {failing[:8]}: FAILURE in {took:.0f} s ({failures}); labels: still {after:,} rows")
-                path = "/assets/labels?view=checks&checkDetail=row_count_drop"
-                what = f"row_count_drop of labels failed in run {failing}"
-                text = ui.show("4-labels-checks", path, what, CHECK_FAILED, failing)
-                message = re.search(r"labels would shrink [^\n;]*", text)
-                shown = message.group(0) if message else ""
-                step(f"the labels asset page (Checks) shows row_count_drop Failed in run {failing[:8]}: {shown}")
-            finally:
-                restore = f"cp {SAVED_LABELS} {RAW_LABELS}; cmp {SAVED_LABELS} {RAW_LABELS}; rm {SAVED_LABELS}"
-                in_daemon(stack, f"if [ -f {SAVED_LABELS} ]; then {restore}; fi")
-            step(f"labels.csv restored ({lines - 1:,} rows)")
+            step(f"{ETL_JOB} run {failing[:8]}: FAILURE in {took:.0f} s ({failures}); labels: still {after:,} rows")
+            path = "/assets/labels?view=checks&checkDetail=row_count_drop"
+            what = f"row_count_drop of labels failed in run {failing}"
+            text = ui.show("4-labels-checks", path, what, CHECK_FAILED, failing)
+            message = re.search(r"labels would shrink [^\n;]*", text)
+            shown = message.group(0) if message else ""
+            step(f"the labels asset page (Checks) shows row_count_drop Failed in run {failing[:8]}: {shown}")
         finally:
-            browser.close()
+            restore = f"cp {SAVED_LABELS} {RAW_LABELS}; cmp {SAVED_LABELS} {RAW_LABELS}; rm {SAVED_LABELS}"
+            in_daemon(stack, f"if [ -f {SAVED_LABELS} ]; then {restore}; fi")
+        step(f"labels.csv restored ({lines - 1:,} rows)")
     names = ", ".join(sorted(p.name for p in shots.iterdir()))
     step(f"Dagster UI check done in {time.monotonic() - started:.0f} s; screenshots in {shots}: {names}")
 
@@ -669,7 +652,7 @@ def check_drift_demo(stack: Stack) -> None:
     """`make drift-demo` against this project: shifted requests through the proxy, today's report in
     dagster-daemon, the ERROR alert; then the monitoring UI (Evidently) in Chromium: every panel of
     the dashboard draws the day, and the latest report opens from the Reports list."""
-    from playwright.sync_api import sync_playwright
+    from testkit.browser import headless_page
 
     started = time.monotonic()
     compose = shlex.join(
@@ -712,24 +695,18 @@ def check_drift_demo(stack: Stack) -> None:
     project = projects["companydata drift"]
     shots = Path(tempfile.mkdtemp(prefix="compose-test-monitoring-ui-"))
     step(f"monitoring UI (Evidently) in headless Chromium; screenshots in {shots}")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            ui = DagsterUi(stack, page, shots, service="MONITORING", title="monitoring UI")
-            what = f"the dashboard's panels drawing {day}"
-            args = [list(DASHBOARD_PANELS), day]
-            ui.show("1-dashboard", f"/projects/{project}", what, PANELS_DRAWN, args, PANELS_MISSING)
-            page.screenshot(path=shots / "1-dashboard-full.png", full_page=True)
-            step(f"the dashboard draws {day} in every panel: {', '.join(DASHBOARD_PANELS)}")
-            ui.show("2-reports", f"/projects/{project}/reports", f"the run 'requests {day}'", REPORT_LISTED, day)
-            page.locator('a[href*="/reports/"]', has_text="View").first.click()
-            page.wait_for_function(REPORT_SHOWN, timeout=UI_TIMEOUT_MS, polling=250)
-            page.screenshot(path=shots / "3-latest-report.png")
-            step(f"the Reports list shows 'requests {day}'; its View opens the report ({page.url})")
-        finally:
-            browser.close()
+    with headless_page(VIEWPORT, UI_TIMEOUT_MS) as page:
+        ui = StackUi(stack, page, shots, service="MONITORING", title="monitoring UI")
+        what = f"the dashboard's panels drawing {day}"
+        args = [list(DASHBOARD_PANELS), day]
+        ui.show("1-dashboard", f"/projects/{project}", what, PANELS_DRAWN, args, PANELS_MISSING)
+        page.screenshot(path=shots / "1-dashboard-full.png", full_page=True)
+        step(f"the dashboard draws {day} in every panel: {', '.join(DASHBOARD_PANELS)}")
+        ui.show("2-reports", f"/projects/{project}/reports", f"the run 'requests {day}'", REPORT_LISTED, day)
+        page.locator('a[href*="/reports/"]', has_text="View").first.click()
+        page.wait_for_function(REPORT_SHOWN, timeout=UI_TIMEOUT_MS, polling=250)
+        page.screenshot(path=shots / "3-latest-report.png")
+        step(f"the Reports list shows 'requests {day}'; its View opens the report ({page.url})")
     names = ", ".join(sorted(p.name for p in shots.iterdir()))
     step(f"drift demo and monitoring UI check done in {time.monotonic() - started:.0f} s; screenshots: {names}")
 

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pandas as pd
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from testkit.browser import headless_page
 
 
 @pytest.fixture
 def page(server):
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert executable, "Chromium is needed for this test: apt-get install chromium (.ci/run installs it)"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_page()
+    with headless_page() as page:
         page.goto(server.url + "/")
         yield page
-        browser.close()
 
 
 def predict(page: Page) -> None:
