@@ -90,14 +90,14 @@ def _numeric(
     return numbers
 
 
-def _text(values: np.ndarray[Any, Any], name: str, idx: np.ndarray[Any, Any] | None) -> pd.Series:
+def _text(values: np.ndarray[Any, Any], name: str, idx: np.ndarray[Any, Any] | None) -> np.ndarray[Any, Any]:
     missing = pd.isna(values)
     not_text = np.fromiter((not isinstance(v, str) for v in values), bool, len(values)) & ~missing
     if not_text.any():
         raise FeatureError(f"{name} must be text: {_show(values[not_text][0])} in {_rows(not_text, idx)}")
     out = values.astype(object, copy=True)
-    out[missing] = np.nan
-    return pd.Series(out, dtype=object)  # object, not pandas' str dtype: NaN stays NaN
+    out[missing] = None
+    return out
 
 
 def _clip(value: float, feature: Feature) -> float:
@@ -146,21 +146,46 @@ class FeatureSchema:
         missing = [c for c in self.names if c not in frame.columns]
         if missing:
             raise FeatureError(f"missing feature column(s): {', '.join(missing)}")
-        if frame.empty:
-            raise FeatureError("no rows to score")
         idx = frame["idx"].to_numpy() if "idx" in frame.columns else None
-        clean: dict[str, Any] = {}
+        clean: dict[str, Any] = self._checked({name: frame[name].to_numpy() for name in self.names}, idx)
+        for name in self.categorical:  # the frame's missing category is NaN, as pandas has it
+            clean[name] = pd.Series(np.where(pd.isna(clean[name]), np.nan, clean[name]), dtype=object)
+        return pd.DataFrame(clean, copy=False)
+
+    def validate_columns(
+        self, columns: Mapping[str, Any], idx: np.ndarray[Any, Any] | None = None
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """`validate` for columns (one array or list per feature: rows read with COPY, a columnar
+        request): the same checks and messages (naming `idx` when given), no DataFrame. Returns
+        `Columns`: numbers float64 with NaN, categories object arrays with None for missing."""
+        missing = [c for c in self.names if c not in columns]
+        if missing:
+            raise FeatureError(f"missing feature column(s): {', '.join(missing)}")
+        values = {name: np.asarray(columns[name]) for name in self.names}
+        lengths = {len(v) for v in values.values()}
+        if len(lengths) > 1:
+            raise FeatureError(
+                f"feature columns differ in length: {', '.join(f'{n}={len(v)}' for n, v in values.items())}"
+            )
+        return self._checked(values, idx)
+
+    def _checked(
+        self, values: Mapping[str, np.ndarray[Any, Any]], idx: np.ndarray[Any, Any] | None
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        if len(next(iter(values.values()), ())) == 0:
+            raise FeatureError("no rows to score")
+        clean: dict[str, np.ndarray[Any, Any]] = {}
         for feature in self.features:
-            values = frame[feature.name].to_numpy()
+            column = values[feature.name]
             if feature.kind == "category":
-                clean[feature.name] = _text(values, feature.name, idx)
+                clean[feature.name] = _text(column, feature.name, idx)
             else:
-                clean[feature.name] = _numeric(values, feature, idx)
+                clean[feature.name] = _numeric(column, feature, idx)
             if not feature.nullable:
                 absent = pd.isna(clean[feature.name])
                 if absent.any():
                     raise FeatureError(f"{feature.name} is required but missing (null or NaN) in {_rows(absent, idx)}")
-        return pd.DataFrame(clean, copy=False)
+        return clean
 
     def frame(self, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         """A typed frame from values that were already validated (the API's request model):
@@ -173,6 +198,19 @@ class FeatureSchema:
             else:
                 columns[feature.name] = np.array(values, dtype="float64")
         return pd.DataFrame(columns, copy=False)
+
+    def columns(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        """`frame` as `Columns` (numbers float64 with NaN, categories objects with None): from
+        already validated values, nothing checked again; the API's fast path."""
+        out: dict[str, np.ndarray[Any, Any]] = {}
+        for feature in self.features:
+            if feature.kind == "category":
+                column = np.empty(len(rows), dtype=object)
+                column[:] = [row[feature.name] for row in rows]
+                out[feature.name] = column
+            else:
+                out[feature.name] = np.array([row[feature.name] for row in rows], dtype="float64")
+        return out
 
     def reference_rows(self, categories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
         """Rows every version must score before it is promoted or served: each known category,
