@@ -19,7 +19,7 @@ running stack or its volumes), then checks, in order:
 - the drift demo (`make drift-demo`): 600 shifted requests through the proxy, today's drift report
   in dagster-daemon; it logs the ERROR alert and `monitoring_alerts` holds drift_share and
   ood_rate; then the drift dashboard (monitoring-ui, Evidently's UI) in headless Chromium: every
-  panel of the requests' dashboard draws a line at today's date, and the Reports list shows
+  chart of the requests' dashboard draws a bar at today's date, every counter a number, and the Reports list shows
   today's run, whose View opens the report (screenshots in a temporary directory);
 - the Dagster UI, in a real headless Chromium (Debian's, driven by Playwright): the lineage
   pages draw the asset graph; a `customer_etl_job` run launched through GraphQL succeeds and
@@ -617,28 +617,45 @@ def check_dagster_ui(stack: Stack) -> None:
 
 # --- the drift demo and the monitoring UI (Evidently), in Chromium ----------------------------------
 
-# The dashboard's panels (monitoring/src/monitoring/workspace.py), the requests tab: each must draw a
-# line (MUI X charts: path.MuiLineElement-root) on an axis labelled with the day reported.
-DASHBOARD_PANELS = (
-    "Requests per period", "Positive rate (predicted label 1)", "Share of drifted features",
-    "Out-of-distribution rate", "Drift score per feature (drifted at 0.1)", "Prediction drift (probability)",
-    "Missing share per feature",
+# The dashboard's panels (monitoring/src/monitoring/workspace.py), the requests tab: each chart must
+# draw a bar (MUI X charts: rect.MuiBarElement-root) of nonzero height on an axis labelled with the day
+# reported (the missing-share panel is left out: on the demo's rows it is rightly all zero, no bar);
+# each counter shows a number.
+DASHBOARD_PANELS = tuple(
+    f"API requests: {title}"
+    for title in (
+        "requests per period", "positive rate (predicted label 1)", "share of drifted features",
+        "out-of-distribution rate", "drift score per feature (drifted at 0.1)", "prediction drift (probability)",
+    )
 )  # fmt: skip
-# The panel titles (of the args' titles) not yet drawn with a line and the day on their axis: from
-# each title up to the nearest element holding a chart line.
-PANELS_MISSING = r"""([titles, day]) => titles.filter((title) => {
-  const heads = [...document.querySelectorAll("body *")]
+DASHBOARD_COUNTERS = tuple(
+    f"API requests: {title}, latest period"
+    for title in ("requests", "positive rate", "share of drifted features", "out-of-distribution rate")
+)
+# The titles (of the args' chart and counter titles) not yet drawn: from each title up to the nearest
+# element holding a chart bar (with the day on its axis) or, for a counter, a number.
+PANELS_MISSING = r"""([charts, counters, day]) => {
+  const heads = (title) => [...document.querySelectorAll("body *")]
     .filter((e) => e.childElementCount === 0 && e.textContent.trim() === title);
-  return !heads.some((head) => {
+  const drawn = (head) => {
     for (let e = head.parentElement; e; e = e.parentElement) {
-      const line = e.querySelector("svg path.MuiLineElement-root");
-      if (!line) continue;
-      const ticks = [...line.closest("svg").querySelectorAll(".MuiChartsAxis-tickLabel")];
-      return /\d/.test(line.getAttribute("d") || "") && ticks.some((t) => t.textContent.includes(day));
+      const bar = [...e.querySelectorAll("svg rect.MuiBarElement-root")]
+        .find((r) => parseFloat(r.getAttribute("height") || "0") > 0);
+      if (!e.querySelector("svg rect.MuiBarElement-root")) continue;
+      const ticks = bar ? [...bar.closest("svg").querySelectorAll(".MuiChartsAxis-tickLabel")] : [];
+      return ticks.some((t) => t.textContent.includes(day));
     }
     return false;
-  });
-})"""
+  };
+  const counted = (head) => {
+    for (let e = head.parentElement; e; e = e.parentElement) {
+      const text = e.innerText.replace(head.textContent, "");
+      if (/\d/.test(text)) return /^\s*[\d.]+/.test(text);
+    }
+    return false;
+  };
+  return [...charts.filter((t) => !heads(t).some(drawn)), ...counters.filter((t) => !heads(t).some(counted))];
+}"""
 PANELS_DRAWN = f"args => ({PANELS_MISSING})(args).length === 0"
 # The project's Reports list shows the day's requests run, with a View link per run.
 REPORT_LISTED = r"""day => document.body.innerText.includes("requests " + day)
@@ -683,6 +700,21 @@ def check_drift_demo(stack: Stack) -> None:
     if alerts.returncode != 0 or not {"drift_share", "ood_rate"} <= set(thresholds):
         raise CheckFailed(f"monitoring_alerts of {day}: {thresholds} {alerts.stderr!r}; demo output: {output}")
     step(f"the demo's report of {day} crossed thresholds: monitoring_alerts has {', '.join(thresholds)}")
+    # The stack has no ALERT_WEBHOOK_URL: the demo's receiver, beside the report in dagster-daemon,
+    # must have been POSTed each alert exactly once, and the table must say delivered.
+    posted = sorted(
+        json.loads(line.split("webhook received: ", 1)[1])["threshold"]
+        for line in output.splitlines()
+        if line.strip().startswith("webhook received: ")
+    )
+    delivered = stack.psql(
+        "admin",
+        "admin",
+        f"SELECT threshold FROM monitoring_alerts WHERE period_start = '{day}' AND delivered_at IS NOT NULL ORDER BY 1",
+    ).stdout.split()
+    if posted != thresholds or delivered != thresholds:
+        raise CheckFailed(f"webhook: POSTed {posted}, delivered {delivered}, alerts {thresholds}; demo: {output}")
+    step(f"the webhook received one POST per alert ({', '.join(posted)}), each marked delivered")
 
     def healthy() -> bool:
         return bool(stack.inspect("monitoring-ui")["State"].get("Health", {}).get("Status") == "healthy")
@@ -698,10 +730,10 @@ def check_drift_demo(stack: Stack) -> None:
     with headless_page(VIEWPORT, UI_TIMEOUT_MS) as page:
         ui = StackUi(stack, page, shots, service="MONITORING", title="monitoring UI")
         what = f"the dashboard's panels drawing {day}"
-        args = [list(DASHBOARD_PANELS), day]
+        args = [list(DASHBOARD_PANELS), list(DASHBOARD_COUNTERS), day]
         ui.show("1-dashboard", f"/projects/{project}", what, PANELS_DRAWN, args, PANELS_MISSING)
         page.screenshot(path=shots / "1-dashboard-full.png", full_page=True)
-        step(f"the dashboard draws {day} in every panel: {', '.join(DASHBOARD_PANELS)}")
+        step(f"the dashboard draws {day} in every chart ({', '.join(DASHBOARD_PANELS)}) and every counter")
         ui.show("2-reports", f"/projects/{project}/reports", f"the run 'requests {day}'", REPORT_LISTED, day)
         page.locator('a[href*="/reports/"]', has_text="View").first.click()
         page.wait_for_function(REPORT_SHOWN, timeout=UI_TIMEOUT_MS, polling=250)

@@ -15,12 +15,29 @@ import pytest
 
 from monitoring import demo
 
-# Stands in for `docker compose`: answers the demo's psql queries, the report (exit REPORT_EXIT) and `port`.
+# Stands in for `docker compose`: answers the demo's psql queries, `printenv` (STACK_HOOK), the report (exit
+# REPORT_EXIT) and `port`. The demo's own webhook receiver (`python -c RECEIVER report...`) really
+# runs, around a stand-in report that POSTs two alerts to ALERT_WEBHOOK_URL.
 FAKE_COMPOSE = """
-import sys
+import subprocess, sys
 args = sys.argv[1:]
+REPORT = '''
+import json, os, sys, urllib.request
+for threshold in ("drift_share", "ood_rate"):
+    body = json.dumps({"threshold": threshold, "period": "2026-03-04"}).encode()
+    request = urllib.request.Request(os.environ["ALERT_WEBHOOK_URL"], data=body, method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+print("2026-03-04 00:00:00,000 ERROR monitoring: drift alert: share of drifted features 0.500", file=sys.stderr)
+sys.exit(REPORT_EXIT)
+'''
 if args[:1] == ["port"]:
     print("127.0.0.1:8085")
+elif "printenv" in args:
+    print("STACK_HOOK")
+    sys.exit(0 if "STACK_HOOK" else 1)
+elif "-c" in args and "companydata-monitor" in args:
+    code = args[args.index("-c") + 1]
+    sys.exit(subprocess.run([sys.executable, "-c", code, sys.executable, "-c", REPORT]).returncode)
 elif "companydata-monitor" in args:
     print("2026-03-04 00:00:00,000 ERROR monitoring: drift alert: share of drifted features 0.500", file=sys.stderr)
     sys.exit(REPORT_EXIT)
@@ -66,9 +83,10 @@ def api() -> Iterator[str]:
         server.shutdown()
 
 
-def fake_compose(tmp_path: Path, report_exit: int, rows: int) -> str:
+def fake_compose(tmp_path: Path, report_exit: int, rows: int, hook: str = "") -> str:
     script = tmp_path / "compose.py"
-    script.write_text(FAKE_COMPOSE.replace("REPORT_EXIT", str(report_exit)).replace("ROWS", str(rows)))
+    code = FAKE_COMPOSE.replace("REPORT_EXIT", str(report_exit)).replace("ROWS", str(rows)).replace("STACK_HOOK", hook)
+    script.write_text(code)
     return f"{sys.executable} {script}"
 
 
@@ -97,6 +115,21 @@ def test_the_demo_sends_the_batch_runs_the_report_and_points_to_the_dashboard(
     assert "ERROR monitoring: drift alert" in out
     assert "drift_share: share of drifted features" in out
     assert "http://127.0.0.1:8085/" in out
+    # No ALERT_WEBHOOK_URL in the stack: the demo's receiver got each alert the report POSTed.
+    assert "the webhook received 2 alert(s)" in out
+    assert '{"period": "2026-03-04", "threshold": "drift_share"}' in out
+    assert '{"period": "2026-03-04", "threshold": "ood_rate"}' in out
+
+
+def test_the_demo_leaves_alerts_to_the_stacks_own_webhook(
+    api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("API_URL", api)
+    monkeypatch.setenv("COMPOSE", fake_compose(tmp_path, demo.EXIT_BREACHED, 600, hook="https://hooks.example/x"))
+    assert demo.main([]) == 0
+    out = capsys.readouterr().out
+    assert "alerts go to the stack's ALERT_WEBHOOK_URL" in out
+    assert "webhook received" not in out
 
 
 def test_the_demo_fails_when_the_report_crosses_nothing(

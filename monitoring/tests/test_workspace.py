@@ -21,7 +21,7 @@ from data_science.features import SCHEMA
 from monitoring.config import Thresholds
 from monitoring.period import Period
 from monitoring.report import build_report
-from monitoring.workspace import INDEX, PROJECT, add_runs
+from monitoring.workspace import INDEX, LAYOUT, PROJECT, TABS, add_runs
 from testkit.fixtures import wait_until
 from testkit.localdb import free_port
 
@@ -87,7 +87,9 @@ def test_the_dashboard_has_a_tab_per_source_with_the_panels_over_time(workspace:
     panels = {p.id: p for p in dashboard.panels}
     for tab, source in zip(dashboard.tabs, ("requests", "batch"), strict=True):
         shown = [panels[i] for i in tab.panels]
-        assert all(p.plot_params["plot_type"] == "line" for p in shown)  # series over time
+        kinds = [p.plot_params["plot_type"] for p in shown]
+        assert kinds[:4] == ["counter"] * 4 and set(kinds[4:]) == {"bar"}  # the latest period, then over time
+        assert all(p.title.startswith(f"{TABS[source]}: ") for p in shown)  # the UI shows every tab on one page
         plotted = {
             (v.metric.rsplit(":", 1)[-1], tuple(sorted(v.metric_labels.items())), tuple(v.tags))
             for p in shown
@@ -95,6 +97,34 @@ def test_the_dashboard_has_a_tab_per_source_with_the_panels_over_time(workspace:
         }
         for metric, labels in SERIES.values():
             assert (metric, tuple(sorted(labels.items())), (source,)) in plotted, (source, metric, labels)
+
+
+def test_a_dashboard_of_an_older_layout_is_rewritten(
+    workspace: Path, tmp_path: Path, pools: Callable[[int, int], pd.DataFrame]
+) -> None:
+    """A workspace made by an earlier release (its index has no layout) gets today's panels on its
+    next run, its runs kept."""
+    import shutil
+
+    from evidently.ui.workspace import Workspace
+
+    old = tmp_path / "workspace"
+    shutil.copytree(workspace, old)
+    index = json.loads((old / INDEX).read_text())
+    ws = Workspace.create(str(old))
+    [project] = ws.list_projects()
+    ws.save_dashboard(project.id, type(ws.get_dashboard(project.id))(tabs=[], panels=[]))  # an old layout
+    del index["layout"]
+    (old / INDEX).write_text(json.dumps(index))
+    frame = pools(2_000, 20).assign(out_of_distribution=0.0)
+    snapshot = build_report(
+        frame, frame.head(600), SCHEMA, Thresholds(), source="requests", timestamp=datetime.combine(DAYS[0], time())
+    ).snapshot
+    add_runs(old, Period.day(DAYS[0]), SCHEMA.names, {"requests": snapshot})
+    assert json.loads((old / INDEX).read_text())["layout"] == LAYOUT
+    dashboard = Workspace.create(str(old)).get_dashboard(project.id)
+    assert [t.title for t in dashboard.tabs] == list(TABS.values())
+    assert len(list(ws.list_runs(project.id))) == 2 * len(DAYS)
 
 
 def request(url: str, body: dict[str, Any] | None = None) -> Any:

@@ -11,7 +11,10 @@
 3. runs today's drift report (UTC) in the dagster-daemon container (`companydata-monitor report`,
    as `make monitor` does), which crosses `MONITOR_DRIFT_SHARE` (attr_b and scd_a drift: 2 of
    the 4 features) and `MONITOR_MAX_OOD_RATE`: an ERROR in its log, rows in `monitoring_alerts`
-   and, when ALERT_WEBHOOK_URL is set, a POST per threshold (once per day and threshold);
+   and a POST per threshold to the webhook (once per day and threshold). When the stack has no
+   ALERT_WEBHOOK_URL, the report runs with one pointing at a receiver the demo starts beside it
+   in the container for that run (`RECEIVER`), which prints what it was sent: the alert's whole
+   way out, without an outside service;
 4. prints the alerts and where to look: the dashboard (monitoring-ui), the HTML reports.
 
 Exit status: 0 the report crossed a threshold (the demo worked); 1 anything else. Standard library
@@ -40,6 +43,32 @@ CHUNK = 200  # rows per /predict/batch (the API takes up to MAX_BATCH_SIZE, 1,00
 SCD_A_SHIFT = 0.2
 ATTR_B_TO_D = 0.4
 EXIT_BREACHED = 3  # companydata-monitor report: written, a threshold crossed
+
+
+# Run in the dagster-daemon container as `python -c RECEIVER <report command...>`: a webhook receiver
+# on a free local port, the report with ALERT_WEBHOOK_URL pointing at it, then each JSON body the
+# receiver was sent as a `webhook received: ...` line; exits with the report's status.
+RECEIVER = """
+import http.server, json, os, subprocess, sys, threading
+received = []
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+url = "http://127.0.0.1:%d/alert" % server.server_address[1]
+done = subprocess.run(sys.argv[1:], env={**os.environ, "ALERT_WEBHOOK_URL": url})
+server.shutdown()
+sys.stdout.flush()
+for body in received:
+    print("webhook received: " + json.dumps(json.loads(body), sort_keys=True), flush=True)
+sys.exit(done.returncode)
+"""
+RECEIVED = "webhook received: "
 
 
 class DemoError(RuntimeError):
@@ -138,12 +167,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"drift-demo: all {n} are in the predictions table")
 
         report = ("companydata-monitor", "report", "--since", day.isoformat(), "--until", day.isoformat())
+        hook = compose.run("exec", "-T", "dagster-daemon", "printenv", "ALERT_WEBHOOK_URL", check=False).stdout.strip()
         print(f"drift-demo: {shlex.join(compose.command)} exec dagster-daemon {shlex.join(report)}")
-        done = compose.run("exec", "-T", "dagster-daemon", *report, check=False)
+        if hook:
+            print("drift-demo: alerts go to the stack's ALERT_WEBHOOK_URL")
+            done = compose.run("exec", "-T", "dagster-daemon", *report, check=False)
+        else:
+            print("drift-demo: ALERT_WEBHOOK_URL is unset: the report runs with a receiver of the demo's own")
+            done = compose.run("exec", "-T", "dagster-daemon", "python", "-c", RECEIVER, *report, check=False)
         output = (done.stdout + done.stderr).strip()
-        print("\n".join(f"  | {line}" for line in output.splitlines()))
+        print("\n".join(f"  | {line}" for line in output.splitlines() if not line.startswith(RECEIVED)))
         if done.returncode != EXIT_BREACHED:
             raise DemoError(f"the report exited {done.returncode}, not {EXIT_BREACHED} (a threshold crossed)")
+        received = [line.removeprefix(RECEIVED) for line in output.splitlines() if line.startswith(RECEIVED)]
+        if not hook:
+            print(f"drift-demo: the webhook received {len(received)} alert(s) (none if already sent today):")
+            print("\n".join(f"  {body}" for body in received) or "  (none)")
 
         alerts = compose.sql(
             "SELECT threshold || ': ' || coalesce(payload->>'message', '') || ' (webhook: '"
@@ -158,8 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"drift-demo: the dashboard: {dashboard} (project 'companydata drift', tab API requests; its"
             f" Reports list opens {day}'s report)\n"
             f"drift-demo: the HTML report: /srv/reports/html/{day}/requests.html in the reports volume\n"
-            "drift-demo: the alert in the logs: the ERROR lines above (`drift alert: ...`); a POST to"
-            " ALERT_WEBHOOK_URL when set"
+            "drift-demo: the alert in the logs: the ERROR lines above (`drift alert: ...`); on the webhook:"
+            " one POST per threshold and day"
         )
     except DemoError as exc:
         print(f"drift-demo: {exc}", file=sys.stderr)

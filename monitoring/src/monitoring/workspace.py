@@ -4,19 +4,20 @@ one project whose dashboard plots the runs over time:
     evidently ui --workspace "$MONITORING_WORKSPACE" --port 8085
 
 The project (`PROJECT`) is made on the first run, with a dashboard of two tabs, one per source
-(the API's requests, the batch scores), each with the same panels: volume (`RowCount`), positive
-rate (`MeanValue` of the predicted label), share of drifted features (`DriftedColumnsCount`),
-drift score per feature (`ValueDrift`, one line per feature of the model), prediction drift
-(`ValueDrift` of the probability), missing share per feature (`MissingValueCount`) and the
-out-of-distribution rate (`MeanValue` of the gate's verdicts). Every run is tagged with its
-source and carries its period as metadata, and its timestamp is the period's first instant, so a
-backfill plots in date order. A run is a whole Evidently report: the UI opens it as the HTML
-page does.
+(the API's requests, the batch scores), each with the same panels: the latest period's volume,
+positive rate, drifted share and OOD rate as counters, then over time (bars) volume
+(`RowCount`), positive rate (`MeanValue` of the predicted label), share of drifted features
+(`DriftedColumnsCount`), drift score per feature (`ValueDrift`, one bar per feature of the
+model), prediction drift (`ValueDrift` of the probability), missing share per feature
+(`MissingValueCount`) and the out-of-distribution rate (`MeanValue` of the gate's verdicts).
+Every run is tagged with its source and carries its period as metadata, and its timestamp is the
+period's first instant, so a backfill plots in date order. A run is a whole Evidently report:
+the UI opens it as the HTML page does.
 
 A re-run of a period replaces that period's run of that source (the workspace keeps one run per
 period and source): `runs.json` beside Evidently's files maps each to its snapshot. The
-dashboard is rewritten when the model's features change. Runs of several periods at once (a
-backfill) take turns on the workspace under a file lock.
+dashboard is rewritten when the model's features or the layout (`LAYOUT`) change. Runs of
+several periods at once (a backfill) take turns on the workspace under a file lock.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTabModel, PanelMetric
-from evidently.sdk.panels import line_plot_panel
+from evidently.sdk.panels import bar_plot_panel, counter_panel
 from evidently.ui.workspace import Workspace
 
 from monitoring.data import OOD, PREDICTION, PROBABILITY
@@ -44,6 +45,8 @@ DESCRIPTION = (
 INDEX = "runs.json"
 LOCK = ".companydata-monitor.lock"
 TABS = {"requests": "API requests", "batch": "Batch scores"}
+# The dashboard's layout: a workspace whose dashboard was written by another layout gets this one.
+LAYOUT = 2
 
 
 def _metric(kind: str, legend: str, tag: str, **labels: str) -> PanelMetric:
@@ -51,36 +54,38 @@ def _metric(kind: str, legend: str, tag: str, **labels: str) -> PanelMetric:
 
 
 def panels(source: str, features: Sequence[str]) -> list[DashboardPanelPlot]:
-    """The panels of one source's tab (every series filtered by the source's tag)."""
-    noun = "Requests" if source == "requests" else "Rows scored"
+    """The panels of one source (every series filtered by the source's tag, every title naming
+    it: Evidently 0.7's UI draws every tab's panels on one page). First the latest period's
+    figures as counters, the glance; then each as bars over the periods: a bar is as readable
+    for one period as for ninety, where a line of one point is a dot on an axis of one tick."""
+    name = TABS[source]
+    noun = "requests" if source == "requests" else "rows scored"
+    volume = [_metric("RowCount", noun, source)]
+    positive = [_metric("MeanValue", "positive rate", source, column=PREDICTION)]
+    drifted = [_metric("DriftedColumnsCount", "drifted share", source, value_type="share")]
+    ood = [_metric("MeanValue", "OOD rate", source, column=OOD)]
     return [
-        line_plot_panel(f"{noun} per period", [_metric("RowCount", "rows", source)], size="half"),
-        line_plot_panel(
-            "Positive rate (predicted label 1)",
-            [_metric("MeanValue", "positive rate", source, column=PREDICTION)],
-            size="half",
-        ),
-        line_plot_panel(
-            "Share of drifted features",
-            [_metric("DriftedColumnsCount", "drifted share", source, value_type="share")],
-            size="half",
-        ),
-        line_plot_panel(
-            "Out-of-distribution rate", [_metric("MeanValue", "OOD rate", source, column=OOD)], size="half"
-        ),
-        line_plot_panel(
-            "Drift score per feature (drifted at 0.1)",
-            [_metric("ValueDrift", name, source, column=name) for name in features],
+        counter_panel(f"{name}: {noun}, latest period", volume, size="half"),
+        counter_panel(f"{name}: positive rate, latest period", positive, size="half"),
+        counter_panel(f"{name}: share of drifted features, latest period", drifted, size="half"),
+        counter_panel(f"{name}: out-of-distribution rate, latest period", ood, size="half"),
+        bar_plot_panel(f"{name}: {noun} per period", volume, size="half"),
+        bar_plot_panel(f"{name}: positive rate (predicted label 1)", positive, size="half"),
+        bar_plot_panel(f"{name}: share of drifted features", drifted, size="half"),
+        bar_plot_panel(f"{name}: out-of-distribution rate", ood, size="half"),
+        bar_plot_panel(
+            f"{name}: drift score per feature (drifted at 0.1)",
+            [_metric("ValueDrift", feature, source, column=feature) for feature in features],
             size="full",
         ),
-        line_plot_panel(
-            "Prediction drift (probability)",
+        bar_plot_panel(
+            f"{name}: prediction drift (probability)",
             [_metric("ValueDrift", "probability", source, column=PROBABILITY)],
             size="half",
         ),
-        line_plot_panel(
-            "Missing share per feature",
-            [_metric("MissingValueCount", name, source, column=name, value_type="share") for name in features],
+        bar_plot_panel(
+            f"{name}: missing share per feature",
+            [_metric("MissingValueCount", feature, source, column=feature, value_type="share") for feature in features],
             size="half",
         ),
     ]
@@ -130,9 +135,9 @@ def _project(workspace: Any, index: dict[str, Any], features: Sequence[str]) -> 
         project = found[0] if found else workspace.create_project(PROJECT, description=DESCRIPTION)
         index.clear()
         index["project_id"] = str(project.id)
-    if index.get("features") != list(features):
+    if index.get("features") != list(features) or index.get("layout") != LAYOUT:
         workspace.save_dashboard(project.id, dashboard(features))
-        index["features"] = list(features)
+        index["features"], index["layout"] = list(features), LAYOUT
     return project
 
 
