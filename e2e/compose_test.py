@@ -703,9 +703,7 @@ def check_drift_demo(stack: Stack) -> None:
     # The stack has no ALERT_WEBHOOK_URL: the demo's receiver, beside the report in dagster-daemon,
     # must have been POSTed each alert exactly once, and the table must say delivered.
     posted = sorted(
-        json.loads(line.split("webhook received: ", 1)[1])["threshold"]
-        for line in output.splitlines()
-        if line.strip().startswith("webhook received: ")
+        json.loads(line)["threshold"] for line in output.splitlines() if line.strip().startswith('{"alert_id"')
     )
     delivered = stack.psql(
         "admin",
