@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -77,8 +78,11 @@ def test_training_started_before_the_etl_waits_then_trains(companydata, feature_
     assert metadata["evaluation"]["has_skill"] is True
     assert set(metadata["evaluation"]["baselines"]) == {"majority", "stratified"}
     assert set(metadata["evaluation"]["metrics"]) >= {"roc_auc", "accuracy", "f1", "log_loss"}
-    # The out-of-distribution gate and the reference sample, saved with the version.
-    assert sorted(metadata["files"]) == ["ood.npz", "reference.csv"]
+    # The out-of-distribution gate, the reference sample and the compiled scorer, saved with the version.
+    assert sorted(metadata["files"]) == ["ood.npz", "reference.csv", "scoring.npz"]
+    holdout = metadata["scoring"]["verified"]["holdout"]
+    assert holdout["rows"] == 1226 and holdout["bit_identical"] and holdout["label_flips"] == 0
+    assert "| scoring: lookup table, equal to scikit-learn on 1,226 holdout rows |" in summary
     assert metadata["ood"]["detector"]["training_rows"] == 4774 and metadata["reference"]["rows"] == 4774
     assert metadata["evaluation"]["ood"]["holdout_rows"] == 1226
     assert metadata["evaluation"]["ood"]["holdout_flag_rate"] < 0.03
@@ -99,6 +103,10 @@ def test_training_fits_the_gate_and_reference_sample_on_the_training_rows(featur
     (odd,) = loaded.check_distribution([{**EXAMPLE_REQUEST["features"], "attr_a": 9, "attr_b": "e"}])
     assert odd.reasons[:2] == ["attr_a=9 outside [1, 5] seen in training", "attr_b='e' not seen in training"]
     assert metadata["ood"]["ranges"]["attr_a"] == [1.0, 5.0]
+    # The version serves through its compiled scorer, equal to scikit-learn's on the evaluated holdout.
+    assert loaded.scoring()["path"] == "compiled" and metadata["scoring"]["file"] == "scoring.npz"
+    evaluated = model.predict_proba(holdout)[:, 1]
+    assert np.array_equal(loaded.predict_labels_and_probabilities(holdout)[1], evaluated)
 
 
 def test_timeout_is_a_clear_failure(companydata, model_dir) -> None:

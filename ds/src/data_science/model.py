@@ -5,14 +5,22 @@ object, so training and serving cannot drift apart. The estimator is a histogram
 boosting classifier: it won the model-family comparison (`data_science.selection`, README),
 handles missing scd_a / scd_b natively and splits attr_b's category codes; a category never
 seen in training is encoded as missing rather than crashing.
+
+Served scores come from the same pipeline compiled (`data_science.compiled`): built and verified
+against scikit-learn when the version is saved (`compile_scoring`), saved with it as
+`scoring.npz`, checked again when it is loaded. Where that cannot be done the version serves
+through scikit-learn, and `scoring()` says why; the probabilities are the same either way.
 """
 
 from __future__ import annotations
 
 import logging
 import platform
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata as package_metadata
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import joblib
@@ -24,9 +32,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from data_science import compiled
 from data_science.evaluate import choose_threshold
 from data_science.features import CATEGORICAL, FEATURES, SCHEMA, validate_labels
-from machine_learning_engineering.model import Labels, MLEModel, Probabilities
+from machine_learning_engineering import registry
+from machine_learning_engineering.model import Columns, Labels, MLEModel, Probabilities
 from machine_learning_engineering.schema import FeatureSchema
 
 log = logging.getLogger(__name__)
@@ -70,6 +80,11 @@ def build_pipeline(random_state: int, **params: Any) -> Pipeline:
 
 # A feature missing more often than this is worth a look (a broken export, a renamed column).
 HIGH_MISSING_RATE = 0.2
+# Odd rows (`compiled.probe_frame`) the compiled scorer must also match, beside the holdout when
+# a version is saved and the reference rows when it is loaded (a load is on a worker's start).
+SAVE_PROBES = 20_000
+LOAD_PROBES = 1_000
+SKLEARN = "Pipeline.predict_proba"
 
 
 def missing_rates(features: pd.DataFrame) -> dict[str, float]:
@@ -93,6 +108,12 @@ class CustomerModel(MLEModel):
 
     feature_schema: ClassVar[FeatureSchema] = SCHEMA
     pinned_libraries: ClassVar[tuple[str, ...]] = ("scikit-learn",)
+    # The compiled scorer when it is exact (None: scikit-learn scores), what the version
+    # records about it (metadata `scoring`), and how this object scores (`scoring()`). Kept
+    # out of the pickle: the scorer is a file of its own, verified on load.
+    engine_: compiled.Engine | None = None
+    scoring_: dict[str, Any] | None = None
+    serving_: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -134,6 +155,7 @@ class CustomerModel(MLEModel):
             "trained_at": datetime.now(UTC).isoformat(),
         }
         self.evaluation_: dict[str, Any] = {}
+        self.engine_, self.scoring_, self.serving_ = None, None, None  # a new fit: compile again
         return self
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -141,8 +163,120 @@ class CustomerModel(MLEModel):
         return np.asarray(self.pipeline_.predict_proba(SCHEMA.validate(features)), dtype="float64")
 
     def score(self, features: pd.DataFrame) -> tuple[Labels, Probabilities]:
-        p = np.asarray(self.pipeline_.predict_proba(features)[:, 1], dtype="float64")
+        if self.engine_ is not None:
+            p = self.engine_.proba(compiled.columns_of(features, self.engine_.features))
+        else:
+            p = np.asarray(self.pipeline_.predict_proba(features)[:, 1], dtype="float64")
         return (p >= self.threshold_).astype(np.int64), p
+
+    def score_columns(self, columns: Columns) -> tuple[Labels, Probabilities]:
+        if self.engine_ is None:
+            return super().score_columns(columns)
+        p = self.engine_.proba(columns)
+        return (p >= self.threshold_).astype(np.int64), p
+
+    # --- compiled scoring ---------------------------------------------------------------------
+
+    def compile_scoring(self, holdout: pd.DataFrame) -> dict[str, Any]:
+        """Compile the fitted pipeline (`compiled.Engine`) and keep it only if it equals
+        scikit-learn on the evaluation holdout and on odd probe rows (max |Δp| <= 1e-12, no label
+        flip at the threshold): then `save` writes it into the version. Returns what the
+        version's metadata records as `scoring` (the figures, or why it serves through
+        scikit-learn). Never raises for the engine's sake: scikit-learn remains exact."""
+        self.engine_ = None
+        features = SCHEMA.validate(holdout)
+        try:
+            engine = compiled.Engine.build(self.pipeline_)
+            engine.warm_up()
+            checks = {
+                "holdout": compiled.verify(engine, self.pipeline_, features, self.threshold_),
+                "probes": compiled.verify(
+                    engine,
+                    self.pipeline_,
+                    compiled.probe_frame(engine, SAVE_PROBES, self.random_state),
+                    self.threshold_,
+                ),
+            }
+        except Exception as exc:  # the fast path is optional; the reason goes into the metadata
+            if isinstance(exc, compiled.CompileError):
+                reason = f"cannot be compiled: {exc}"
+            else:
+                reason = f"compiling failed: {type(exc).__name__}: {exc}"
+            log.error("compiled scoring: %s; this version serves through scikit-learn", reason)
+            self.scoring_ = {"file": None, "engine": None, "reason": reason}
+            self.serving_ = {"path": "scikit-learn", "engine": SKLEARN, "reason": reason}
+            return self.scoring_
+        record = {**engine.summary(), "verified": {name: check.summary() for name, check in checks.items()}}
+        failed = [check.why_not(f"the {name}") for name, check in checks.items() if not check.passed]
+        if failed:
+            reason = "verification failed: " + "; ".join(failed)
+            log.error("compiled scoring: %s; this version serves through scikit-learn", reason)
+            self.scoring_ = {**record, "file": None, "reason": reason}
+            self.serving_ = {"path": "scikit-learn", "engine": SKLEARN, "reason": reason}
+            return self.scoring_
+        self.engine_ = engine
+        self.scoring_ = {**record, "file": compiled.FILE}
+        self.serving_ = {"path": "compiled", "engine": engine.name, "verified": {"at_save": record["verified"]}}
+        return self.scoring_
+
+    def version_files(self) -> dict[str, Callable[[Path], None]]:
+        files = super().version_files()
+        if self.engine_ is not None and (self.scoring_ or {}).get("file") == compiled.FILE:
+            files[compiled.FILE] = self.engine_.save
+        return files
+
+    def after_load(self, model_dir: Path, metadata: dict[str, Any]) -> None:
+        """Serve through the version's compiled scorer when it has one (its hash verified by
+        the registry) and it still equals scikit-learn here, on the reference rows and probe
+        rows (a guard against another engine or library); otherwise through scikit-learn."""
+        super().after_load(model_dir, metadata)
+        self.engine_ = None
+        self.scoring_ = metadata.get("scoring")
+        version = metadata.get("version")
+        path = registry.version_file(model_dir, metadata, compiled.FILE)
+        if path is None:
+            reason = (self.scoring_ or {}).get("reason") or "this version was saved without a compiled scorer"
+            self.serving_ = {"path": "scikit-learn", "engine": SKLEARN, "reason": reason}
+            return
+        started = time.perf_counter()
+        try:
+            engine = compiled.Engine.load(path)
+            engine.check_matches(list(FEATURES), self.known_categories())
+            compile_seconds = engine.warm_up()
+            rows = pd.concat(
+                [SCHEMA.reference_rows(self.known_categories()), compiled.probe_frame(engine, LOAD_PROBES)],
+                ignore_index=True,
+            )
+            check = compiled.verify(engine, self.pipeline_, rows, self.threshold_)
+            problem = None if check.passed else check.why_not("the reference and probe rows at load")
+        except Exception as exc:  # scikit-learn serves instead, and says why
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:
+            reason = f"{compiled.FILE} not used: {problem}"
+            log.warning("model version %s: %s; it serves through scikit-learn", version, reason)
+            self.serving_ = {"path": "scikit-learn", "engine": SKLEARN, "reason": reason}
+            return
+        self.engine_ = engine
+        self.serving_ = {
+            "path": "compiled",
+            "engine": engine.name,
+            "file": compiled.FILE,
+            "verified": {"at_save": (self.scoring_ or {}).get("verified"), "at_load": check.summary()},
+            "compile_seconds": round(compile_seconds, 3),
+            "load_seconds": round(time.perf_counter() - started, 3),
+        }
+
+    def scoring(self) -> dict[str, Any]:
+        """Which path scores ("compiled" or "scikit-learn"), with the verification figures or the reason."""
+        if self.serving_ is None:
+            return {"path": "scikit-learn", "engine": SKLEARN, "reason": "not compiled: compile_scoring has not run"}
+        return dict(self.serving_)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        for name in ("engine_", "scoring_", "serving_"):
+            state.pop(name, None)
+        return state
 
     def known_categories(self) -> dict[str, list[str]]:
         return {name: list(values) for name, values in self.categories_.items()}
@@ -182,4 +316,6 @@ class CustomerModel(MLEModel):
             "threshold": {"value": self.threshold_, "method": "max F1 on a stratified slice of the training rows"},
             "training": self.training_,
             "evaluation": self.evaluation_,
+            "scoring": self.scoring_
+            or {"file": None, "engine": None, "reason": "not compiled: compile_scoring was not called before save"},
         }

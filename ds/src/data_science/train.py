@@ -152,7 +152,8 @@ def train(
     frame: pd.DataFrame, test_size: float, seed: int, params: dict[str, Any] | None = None
 ) -> tuple[CustomerModel, pd.DataFrame]:
     """Fit on a stratified training split, fit the out-of-distribution gate and the reference
-    sample on the same rows, evaluate both on the rest; returns the holdout too."""
+    sample on the same rows, evaluate both on the rest, compile the scorer and verify it on
+    the same holdout (`CustomerModel.compile_scoring`); returns the holdout too."""
     check_training_data(frame)
     fit_part, holdout = split(frame, test_size, seed)
     model = CustomerModel(random_state=seed, **(params or {})).fit(fit_part)
@@ -160,6 +161,7 @@ def train(
     p = model.predict_proba(holdout)[:, 1]
     model.evaluation_ = evaluate(fit_part[LABEL].to_numpy(), holdout[LABEL].to_numpy(), p, model.threshold_, seed)
     model.evaluation_["ood"] = ood_evaluation(model, holdout)
+    model.compile_scoring(holdout)
     return model, holdout
 
 
@@ -189,6 +191,12 @@ def summary(model: CustomerModel, seconds: float, path: Path) -> str:
     ev, m = model.evaluation_, model.evaluation_["metrics"]
     base = ev["baselines"]
     gate = ev.get("ood") or {}
+    serving = model.scoring()
+    if serving["path"] == "compiled":
+        held = serving["verified"]["at_save"]["holdout"]
+        scoring = f" | scoring: {serving['engine']}, equal to scikit-learn on {held['rows']:,} holdout rows"
+    else:
+        scoring = f" | scoring: scikit-learn ({serving['reason']})"
     ood = ""
     if gate:
         ood = f" | OOD gate flags {gate['training_flag_rate']:.2%} of training, {gate['holdout_flag_rate']:.2%} of "
@@ -199,7 +207,7 @@ def summary(model: CustomerModel, seconds: float, path: Path) -> str:
         f"stratified {base['stratified']['roc_auc']:.3f}), accuracy {m['accuracy']:.3f} "
         f"(majority {base['majority']['accuracy']:.3f}), F1 {m['f1']:.3f} at threshold {model.threshold_:.3f} "
         f"(stratified {base['stratified']['f1']:.3f}), log loss {m['log_loss']:.4f} "
-        f"(prior {base['majority']['log_loss']:.4f}) | {'skill' if ev['has_skill'] else 'NO SKILL'}{ood} "
+        f"(prior {base['majority']['log_loss']:.4f}) | {'skill' if ev['has_skill'] else 'NO SKILL'}{ood}{scoring} "
         f"| saved to {path}"
     )
 
