@@ -16,7 +16,7 @@ DEMO_API_PORT ?= 5000
 DEMO_ENV = DB_HOSTNAME=127.0.0.1 DB_PORT=$(DEMO_DB_PORT) MODEL_DIR=$(DEMO_DIR)/models RAW_DATA_DIR=$(DEMO_DIR)/raw
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lock-check test lint format docs etl train monitor drift-demo models promote rollback example eda demo stop compose-test bench bench-etl bench-model bench-serve bench-orchestration bench-ood bench-drift up down logs clean api-key revoke-key
+.PHONY: help install lock lock-check test lint format docs etl train monitor drift-demo models promote rollback example eda demo stop compose-test bench bench-etl bench-model bench-scoring bench-serve bench-orchestration bench-ood bench-drift up down logs clean api-key revoke-key
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -210,7 +210,7 @@ clean: ## stop the stack and delete its volumes, the venv and local data
 	-$(COMPOSE) down --volumes --remove-orphans
 	rm -rf $(VENV) data .pgdata $(DEMO_DIR) models $(BENCH_DIR) bench/results build
 
-bench: bench-etl bench-model bench-serve bench-orchestration bench-ood bench-drift ## every benchmark
+bench: bench-etl bench-model bench-scoring bench-serve bench-orchestration bench-ood bench-drift ## every benchmark
 
 bench-ood: ## /predict with the out-of-distribution gate against without (goal <= 10 % of latency)
 	$(PY) bench/bench_ood.py --data-dir $(BENCH_DIR)
@@ -224,8 +224,11 @@ bench-orchestration: ## the graph through Dagster against the plain CLI (150,000
 bench-etl: ## ETL loads against psql \copy on a 1,500,000-client dataset
 	$(PY) bench/bench_etl.py --data-dir $(BENCH_DIR)
 
-bench-model: ## training time, AUC against the best achievable, prediction latency (1,500,000 clients)
+bench-model: ## training time, AUC against the best achievable; scoring in process and database to batch_predictions (1,500,000 clients)
 	$(PY) bench/bench_model.py --data-dir $(BENCH_DIR)
+
+bench-scoring: ## the scoring engines on one thread: compiled lookup table, numba walk, NumPy walk, scikit-learn (docs/compiled-scoring.md)
+	$(PY) bench/bench_scoring.py
 
 bench-serve: ## /predict and /predict/batch against a bare endpoint under the same gunicorn (wrk)
 	$(PY) bench/bench_serve.py --data-dir $(BENCH_DIR)
