@@ -16,7 +16,7 @@ DEMO_API_PORT ?= 5000
 DEMO_ENV = DB_HOSTNAME=127.0.0.1 DB_PORT=$(DEMO_DB_PORT) MODEL_DIR=$(DEMO_DIR)/models RAW_DATA_DIR=$(DEMO_DIR)/raw
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock lock-check test lint format docs etl train monitor drift-demo models promote rollback example eda demo stop compose-test bench bench-etl bench-model bench-scoring bench-serve bench-orchestration bench-ood bench-drift up down logs clean api-key revoke-key
+.PHONY: help install lock lock-check test lint format docs etl train monitor drift-demo models promote rollback example eda demo stop compose-test bench bench-etl bench-model bench-scoring bench-serve bench-log bench-orchestration bench-ood bench-drift up down logs clean api-key revoke-key
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -210,7 +210,7 @@ clean: ## stop the stack and delete its volumes, the venv and local data
 	-$(COMPOSE) down --volumes --remove-orphans
 	rm -rf $(VENV) data .pgdata $(DEMO_DIR) models $(BENCH_DIR) bench/results build
 
-bench: bench-etl bench-model bench-scoring bench-serve bench-orchestration bench-ood bench-drift ## every benchmark
+bench: bench-etl bench-model bench-scoring bench-serve bench-log bench-orchestration bench-ood bench-drift ## every benchmark
 
 bench-ood: ## /predict with the out-of-distribution gate against without (goal <= 10 % of latency)
 	$(PY) bench/bench_ood.py --data-dir $(BENCH_DIR)
@@ -230,5 +230,9 @@ bench-model: ## training time, AUC against the best achievable; scoring in proce
 bench-scoring: ## the scoring engines on one thread: compiled lookup table, numba walk, NumPy walk, scikit-learn (docs/compiled-scoring.md)
 	$(PY) bench/bench_scoring.py
 
-bench-serve: ## /predict and /predict/batch against a bare endpoint under the same gunicorn (wrk)
+bench-serve: ## /predict and /predict/batch (records, columns) against a bare endpoint under the same gunicorn (wrk); then where a request's time goes
 	$(PY) bench/bench_serve.py --data-dir $(BENCH_DIR)
+	$(PY) bench/bench_breakdown.py --data-dir $(BENCH_DIR)
+
+bench-log: ## the prediction log's writer: COPY formats and id order, CPU per record in Python and in PostgreSQL
+	$(PY) bench/bench_log.py

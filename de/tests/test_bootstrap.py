@@ -236,7 +236,7 @@ def privilege_map(db: TestDatabase) -> dict[str, set[str]]:
             " UNION ALL SELECT 'api_keys.' || c || ' UPDATE' FROM unnest(ARRAY['key_hash', 'revoked_at']) AS c"
             " WHERE has_column_privilege(%(u)s, 'api_keys', c, 'UPDATE')"
             " UNION ALL SELECT 'batch_predictions.' || c || ' SELECT' FROM unnest(ARRAY['partition_date',"
-            "   'client_idx', 'label', 'probability', 'model_version', 'scored_at']) AS c"
+            "   'client_idx', 'label', 'probability', 'model_version', 'scored_at', 'in_distribution']) AS c"
             " WHERE has_column_privilege(%(u)s, 'batch_predictions', c, 'SELECT')"
             "   AND NOT has_table_privilege(%(u)s, 'batch_predictions', 'SELECT')"
             " UNION ALL SELECT a FROM pg_roles, unnest(ARRAY["

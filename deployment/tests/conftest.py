@@ -21,8 +21,11 @@ from testkit.process import gunicorn
 
 @pytest.fixture(scope="session")
 def trained(feature_frame: pd.DataFrame) -> CustomerModel:
-    """Fitted as training fits a version: the model, then its out-of-distribution gate and reference sample."""
-    return CustomerModel(max_iter=60).fit(feature_frame).fit_reference(feature_frame, seed=42)
+    """Fitted as training fits a version: the model, its out-of-distribution gate and reference
+    sample, and its compiled scoring path (verified against scikit-learn, as training does)."""
+    model = CustomerModel(max_iter=60).fit(feature_frame).fit_reference(feature_frame, seed=42)
+    model.compile_scoring(feature_frame)
+    return model
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from data_science.model import CustomerModel
 from deployment.app import create_app
 from deployment.config import ServeSettings
 from deployment.model_holder import ModelHolder
+from deployment.schemas import PredictResponse
 from machine_learning_engineering.prediction_log import PredictionLogger
 from testkit.fixtures import wait_until
 
@@ -286,3 +287,48 @@ def test_an_unknown_category_is_scored_as_missing_and_flagged_not_refused(client
     assert [p["warnings"] for p in batch] == [[], ["attr_b: unknown category 'z', scored as missing"]]
     spec = client.get("/openapi.json").json["components"]["schemas"]["Features"]
     assert all({"type": "null"} in spec["properties"][name]["anyOf"] for name in FEATURES)
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        FEATURES,
+        dict.fromkeys(FEATURES),
+        {**FEATURES, "attr_b": "never-seen", "scd_a": None},
+        {**FEATURES, "attr_a": 9, "scd_a": 1e30, "scd_b": -5},
+        {**FEATURES, "attr_a": 5, "scd_a": 3},
+    ],
+)
+def test_predict_answers_what_the_model_scores_on_a_frame_with_every_documented_field(
+    client, trained, features, companydata, logger
+) -> None:
+    answer = client.post("/predict", json={"idx": 42, "features": features}).json
+    assert set(answer) == set(PredictResponse.model_fields)
+    labels, probabilities = trained.score(trained.feature_schema.validate(pd.DataFrame([features])))
+    assert (answer["label"], answer["probability"]) == (int(labels[0]), float(probabilities[0]))  # exactly
+    assert answer["threshold"] == trained.threshold_ and answer["model_version"] == trained.version_
+    (verdict,) = trained.check_distribution(pd.DataFrame([features]).astype({"attr_b": object}))
+    assert (answer["in_distribution"], answer["ood_reasons"]) == (verdict.in_distribution, verdict.reasons)
+    assert logger.flush()
+    ((label, probability, logged, flag, reasons),) = companydata.query(
+        "SELECT label, probability, features, in_distribution, ood_reasons FROM predictions"
+    )
+    assert (label, probability, flag, reasons) == (
+        answer["label"],
+        answer["probability"],
+        answer["in_distribution"],
+        answer["ood_reasons"],
+    )
+    assert {k: None if v is None else float(v) if k != "attr_b" else v for k, v in logged.items()} == {
+        k: None if v is None else float(v) if k != "attr_b" else v for k, v in features.items()
+    }
+
+
+def test_model_says_which_path_scores(client, model_dir) -> None:
+    scoring = client.get("/model").json["serving"]["scoring"]
+    expected = CustomerModel.load(model_dir).scoring()
+    timings = {"load_seconds", "compile_seconds"}  # this process's, not the version's
+    assert {k: v for k, v in scoring.items() if k not in timings} == {
+        k: v for k, v in expected.items() if k not in timings
+    }
+    assert scoring["path"] == "compiled" and scoring["verified"]["at_load"]["bit_identical"]

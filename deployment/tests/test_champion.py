@@ -71,10 +71,13 @@ def test_polling_reads_hashes_and_unpickles_nothing_when_nothing_changed(trained
     new = trained.save(model_dir).name  # a candidate appears: the pointer is read, nothing loaded
     assert holder.refresh() is False and calls["joblib.load"] == 0 and calls["champion_pointer"] == 1
     registry.promote(model_dir, new, "second")
+    files = registry.read_metadata(model_dir, new)["files"]
     calls.update(sha256=0, champion_pointer=0)
     assert holder.refresh() is True and holder.model.version_ == new
-    # The new champion, once: its artifact and the files in its manifest (gate, reference sample) hashed once each.
-    assert calls == {"sha256": 3, "joblib.load": 1, "champion_pointer": 1}
+    # The new champion, once: its artifact and the files in its manifest (gate, reference sample,
+    # compiled scorer) hashed once each.
+    assert set(files) == {"ood.npz", "reference.csv", "scoring.npz"}
+    assert calls == {"sha256": 1 + len(files), "joblib.load": 1, "champion_pointer": 1}
 
 
 def test_ready_and_model_say_which_version_serves_and_why(make_app, trained, model_dir) -> None:
@@ -98,6 +101,7 @@ def test_ready_and_model_say_which_version_serves_and_why(make_app, trained, mod
         "fallback_reason": None,
         "ood_gate": False,  # a copy of a model holds no gate: no_skill_version saved it without one
         "ood_policy": "flag",
+        "scoring": CustomerModel.load(model_dir, no_skill).scoring(),
     }
 
 

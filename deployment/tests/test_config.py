@@ -12,6 +12,7 @@ VARIABLES = [
     "MODEL_CLASS",
     "API_TOKEN",
     "MAX_BATCH_SIZE",
+    "MAX_COLUMNAR_ROWS",
     "MAX_BODY_BYTES",
     "MODEL_POLL_SECONDS",
     "API_KEYS_REFRESH_SECONDS",
@@ -22,16 +23,18 @@ VARIABLES = [
 def test_defaults() -> None:
     s = ServeSettings.from_env({})
     assert (s.model_dir, s.model_class, s.api_token) == (Path("models"), "customer", None)
-    assert (s.max_batch, s.max_body_bytes, s.model_poll_seconds, s.key_refresh_seconds) == (1000, 1 << 20, 2.0, 5.0)
+    assert (s.max_batch, s.max_columns, s.max_body_bytes) == (1000, 10_000, 1 << 20)
+    assert (s.model_poll_seconds, s.key_refresh_seconds) == (2.0, 5.0)
     assert s.ood_policy == "flag"
 
 
 def test_every_variable_is_read() -> None:
     assert sorted(ServeSettings.variables().values()) == sorted(VARIABLES)
-    values = ["/srv/models", "testkit.toy_model:PlanModel", "a-token", "20", "2048", "0.5", "30", "reject"]
+    values = ["/srv/models", "testkit.toy_model:PlanModel", "a-token", "20", "500", "2048", "0.5", "30", "reject"]
     s = ServeSettings.from_env(dict(zip(VARIABLES, values, strict=True)))
     assert (s.model_dir, s.model_class, s.api_token) == (Path("/srv/models"), "testkit.toy_model:PlanModel", "a-token")
-    assert (s.max_batch, s.max_body_bytes, s.model_poll_seconds, s.key_refresh_seconds) == (20, 2048, 0.5, 30.0)
+    assert (s.max_batch, s.max_columns, s.max_body_bytes) == (20, 500, 2048)
+    assert (s.model_poll_seconds, s.key_refresh_seconds) == (0.5, 30.0)
     assert s.ood_policy == "reject"
 
 

@@ -31,7 +31,12 @@ OPERATIONS = [
 @pytest.fixture
 def api(model_dir, logger):
     config = ServeSettings(
-        model_dir=model_dir, api_token=None, max_batch=20, max_body_bytes=1 << 16, model_poll_seconds=60
+        model_dir=model_dir,
+        api_token=None,
+        max_batch=20,
+        max_columns=20,
+        max_body_bytes=1 << 16,
+        model_poll_seconds=60,
     )
     holder = ModelHolder(CustomerModel, model_dir, 60, logger)
     holder.refresh()
@@ -55,14 +60,27 @@ CASES = [(label, GenerationMode.POSITIVE) for label in OPERATIONS] + [
 ]
 
 
+def one_length(case):
+    """A valid columnar body has one value per client in every column, which JSON Schema cannot
+    say: cut the generated columns to the shortest (each has at least one value)."""
+    body = case.body
+    if isinstance(body, dict) and body and all(isinstance(column, list) for column in body.values()):
+        rows = min(len(column) for column in body.values())
+        case.body = {name: column[:rows] for name, column in body.items()}
+    return case
+
+
 @pytest.mark.parametrize(("label", "mode"), CASES, ids=[f"{label}-{mode.value}" for label, mode in CASES])
 def test_operation_matches_its_document(api, label, mode) -> None:
     operation = api.find_operation_by_label(label)
+    strategy = operation.as_strategy(generation_mode=mode)
+    if label == "POST /predict/batch" and mode == GenerationMode.POSITIVE:
+        strategy = strategy.map(one_length)
 
     @given(data=st.data())
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def fuzz(data: st.DataObject) -> None:
-        case = data.draw(operation.as_strategy(generation_mode=mode))
+        case = data.draw(strategy)
         case.call_and_validate()
 
     fuzz()

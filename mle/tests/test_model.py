@@ -218,3 +218,37 @@ def test_verdicts_given_by_the_caller_are_logged_as_given(companydata, gated, lo
         (5, True),
         (6, False),
     ]
+
+
+def test_validated_columns_take_the_same_logged_path_without_a_frame(companydata, gated, logger) -> None:
+    rows = [ROW, {**ROW, "attr_a": 50, "scd_a": None}, {**ROW, "attr_b": "zz"}]
+    columns = SCHEMA.columns(rows)
+    labels, probabilities = gated.predict_with_logging(
+        [1, 2, 3], columns, with_probability=True, api_key="k", validated=True
+    )
+    frame_labels, frame_probabilities = gated.score(SCHEMA.validate(pd.DataFrame(rows)))
+    assert labels.tolist() == frame_labels.tolist() and probabilities.tolist() == frame_probabilities.tolist()
+    assert gated.check_distribution(columns) == gated.check_distribution(pd.DataFrame(rows).astype({"attr_b": object}))
+    assert gated.predict_with_logging(4, SCHEMA.columns([ROW]), validated=True) == 1  # one row: its label
+    assert logger.flush()
+    assert companydata.query(
+        "SELECT client_idx, label, features, api_key, in_distribution FROM predictions ORDER BY client_idx"
+    ) == [
+        (1, 1, ROW, "k", True),
+        (2, 1, {**ROW, "attr_a": 50, "scd_a": None}, "k", False),
+        (3, 1, {**ROW, "attr_b": "zz"}, "k", False),
+        (4, 1, ROW, None, True),
+    ]
+
+
+def test_columns_not_yet_validated_are_validated_naming_the_client(gated) -> None:
+    columns = {name: [ROW[name], ROW[name]] for name in SCHEMA.names}
+    with pytest.raises(FeatureError, match="attr_a must be a number: 'five' in client idx 8"):
+        gated.predict_with_logging([7, 8], {**columns, "attr_a": [1, "five"]})
+    with pytest.raises(ValueError, match="1 client idx for 2 feature rows"):
+        gated.predict_with_logging([7], SCHEMA.columns([ROW, ROW]), validated=True)
+    assert gated.predict_with_logging([7, 8], columns).tolist() == [1, 1]
+
+
+def test_a_version_without_a_gate_judges_columns_as_no_gate(model) -> None:
+    assert model.check_distribution(SCHEMA.columns([ROW, ROW])) == [ood.NO_GATE, ood.NO_GATE]

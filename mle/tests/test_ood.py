@@ -1,8 +1,10 @@
-"""The out-of-distribution gate on its own: what it flags, what it never flags, its NumPy
-scoring against scikit-learn's, and its file."""
+"""The out-of-distribution gate on its own: what it flags, what it never flags, its compiled
+check against the rules written out in plain Python, its forest against scikit-learn's, and
+its file."""
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 
@@ -173,27 +175,98 @@ def test_training_data_with_missing_values_and_a_feature_never_seen(split) -> No
     assert verdict.reasons == ["scd_b=3: no value seen in training"]
 
 
-def test_value_by_value_and_column_by_column_checks_agree(gate, plan_gate, split) -> None:
-    rows = CUSTOMER.validate(split[1]).head(200).to_dict("records")
-    rows += [
-        {**ORDINARY, "attr_a": 12, "attr_b": "zz"},
-        {**ORDINARY, "scd_a": -1.5, "scd_b": None},
-        dict.fromkeys(CUSTOMER.names),
-        {**ORDINARY, "attr_b": float("nan"), "scd_a": float("nan")},
-    ]
-    assert len(rows) > ood.PYTHON_ROWS
-    assert gate.check(rows) == [verdict for row in rows for verdict in gate.check([row])]
-    odd = [
-        {"age": 70, "plan": "gold", "x": 0.9, "y": 0.1},
-        {"age": 200, "plan": "platinum", "x": None, "y": 0.5},
-        {"age": 30, "plan": "gold", "x": 0.5, "y": 0.5},
-    ] * 4
-    assert plan_gate.check(odd) == [verdict for row in odd for verdict in plan_gate.check([row])]
-    assert gate.check([]) == []
+def reference_verdicts(gate: OODGate, rows: list[dict]) -> list[ood.Verdict]:
+    """The gate's rules written out value by value in plain Python, and the forest walked node
+    by node: what the compiled check must find, row for row, finding for finding."""
+    forest = gate.forest
+    verdicts = []
+    for row in rows:
+        findings, x, cell = [], np.empty(len(gate._features)), {}
+        for f in gate._numeric:
+            value = row[f.name]
+            if value is None or value != value:
+                x[f.column] = f.fill
+            elif f.low is None:
+                x[f.column] = f.fill
+                findings.append(f.never_seen(value))
+            elif value < f.low or value > f.high:
+                x[f.column] = f.low if value < f.low else f.high
+                findings.append(f.out_of_range(value))
+            else:
+                x[f.column] = value
+                cell[f.name] = bisect.bisect_left(f.edges, value)
+        for f in gate._categorical:
+            value = row[f.name]
+            if value is None or value != value:
+                x[f.column] = f.fill
+            elif value not in f.codes:
+                x[f.column] = f.fill
+                findings.append(f.unseen(value))
+            else:
+                x[f.column] = cell[f.name] = f.codes[value]
+        for pair in gate._pairs:
+            a, b = cell.get(pair.first.name), cell.get(pair.second.name)
+            if a is not None and b is not None and pair.count(a * pair.second.bins + b) < pair.rare_below:
+                findings.append(pair.finding(row[pair.first.name], row[pair.second.name], a, b))
+        x32 = x.astype(np.float32).astype(np.float64)
+        total = 0.0
+        for node in forest.roots:
+            while forest.children[node, 0] != node:
+                node = forest.children[node, int(x32[forest.feature[node]] > forest.threshold[node])]
+            total += forest.value[node]
+        score = 2.0 ** (-total / forest.denominator)
+        if score > gate.threshold:
+            findings.append(ood.Finding((), gate._combination.format(score=score, threshold=gate.threshold)))
+        verdicts.append(ood.Verdict(False, tuple(findings)) if findings else ood.IN_DISTRIBUTION)
+    return verdicts
+
+
+def odd_rows(gate: OODGate, schema: FeatureSchema, ordinary: dict, seed: int) -> list[dict]:
+    """Rows on every edge the checks have: the range's bounds and just beyond, every bin edge and
+    its float neighbours, unseen, missing (None and NaN) and huge values, and mixes of them."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for f in gate._features:
+        if f.kind == "category":
+            values = [*f.codes, "zz", "", "A" * 300, None, float("nan")]
+        elif f.low is None:
+            values = [0.0, None, float("nan"), 1e300]
+        else:
+            points = [f.low, f.high, *f.edges]
+            values = [v for p in points for v in (p, np.nextafter(p, -np.inf), np.nextafter(p, np.inf))]
+            values += [None, float("nan"), -0.0, 0.0, -1e300, 1e300, f.low - 1, f.high + 1]
+        rows += [{**ordinary, f.name: v} for v in values]
+    names = schema.names
+    for _ in range(300):  # random mixes of everything above
+        rows.append({name: rows[rng.integers(len(rows))][name] for name in names})
+    return rows
+
+
+def test_the_compiled_check_finds_what_the_rules_say_row_for_row(gate, plan_gate, split) -> None:
+    for g, schema, ordinary, typical in (
+        (gate, CUSTOMER, ORDINARY, CUSTOMER.validate(split[1]).head(300).to_dict("records")),
+        (plan_gate, PLANS, {"age": 30, "plan": "gold", "x": 0.5, "y": 0.5}, plans(300, seed=9).to_dict("records")),
+    ):
+        rows = typical + odd_rows(g, schema, ordinary, seed=5)
+        expected = reference_verdicts(g, rows)
+        assert sum(v.in_distribution is False for v in expected) > 100  # the odd rows are odd
+        assert g.check(rows) == expected
+        assert [v for row in rows for v in g.check([row])] == expected  # alone as in a batch
+        frame = pd.DataFrame(rows).astype({n: object for n in schema.categorical})
+        assert g.check_frame(frame) == expected
+        columns = {
+            f.name: np.array([None if v != v else v for v in frame[f.name]], dtype=object)
+            if f.kind == "category"
+            else frame[f.name].to_numpy(dtype=np.float64)
+            for f in g._features
+        }
+        assert g.check_columns(columns) == expected
+        assert g.out_of_distribution(columns).tolist() == [v.in_distribution is False for v in expected]
+    assert gate.check([]) == [] and gate.check_columns({n: np.zeros(0) for n in CUSTOMER.names}) == []
 
 
 @pytest.mark.parametrize(("rows", "features", "seed"), [(5000, 4, 0), (300, 3, 1), (20, 2, 2), (40_000, 6, 3)])
-def test_the_numpy_forest_scores_exactly_as_scikit_learn(rows, features, seed) -> None:
+def test_the_compiled_forest_scores_exactly_as_scikit_learn(rows, features, seed) -> None:
     rng = np.random.default_rng(seed)
     scale = rng.choice([1e-3, 1.0, 1e4], size=features)
     x = rng.normal(size=(rows, features)) * scale
@@ -205,7 +278,6 @@ def test_the_numpy_forest_scores_exactly_as_scikit_learn(rows, features, seed) -
     expected = -forest.score_samples(queries)
     assert np.abs(ours.score(queries) - expected).max() <= 1e-12
     assert np.abs(ours.score(queries[:1]) - expected[:1]).max() <= 1e-12  # one row, as /predict scores it
-    assert np.abs(ours.score(queries, chunk=7) - expected).max() <= 1e-12
     saved = Forest.from_arrays(
         ours.arrays(), {"depth": ours.depth, "denominator": ours.denominator, "n_features": features}
     )

@@ -2,13 +2,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
+import uuid
 
 import numpy as np
 import pandas as pd
 from prometheus_client import REGISTRY
 
 from machine_learning_engineering.ood import Finding, Verdict
-from machine_learning_engineering.prediction_log import PredictionLogger, PredictionRecord
+from machine_learning_engineering.prediction_log import (
+    PredictionLogger,
+    PredictionRecord,
+    _uuid7_hex,
+    copy_text,
+    features_json,
+)
 from testkit import localdb
 from testkit.fixtures import wait_until
 
@@ -89,8 +98,8 @@ def test_rows_hold_valid_uuids_and_json_features_with_null_for_nan(companydata) 
         " FROM predictions ORDER BY client_idx"
     )
     assert rows == [
-        (7, 1, None, {"attr_a": 1, "attr_b": "a", "scd_a": 0.123456789012345}, "4"),
-        (8, 0, None, {"attr_a": 2, "attr_b": 'quote " tab\t', "scd_a": None}, "4"),
+        (7, 1, None, {"attr_a": 1, "attr_b": "a", "scd_a": 0.123456789012345}, "7"),
+        (8, 0, None, {"attr_a": 2, "attr_b": 'quote " tab\t', "scd_a": None}, "7"),
     ]
     logger.close()
 
@@ -281,4 +290,114 @@ def test_a_database_made_before_the_gate_columns_holds_the_records_until_70_ood_
         "SELECT has_column_privilege('mle_user', 'predictions', 'in_distribution', 'INSERT'),"
         " has_column_privilege('mle_user', 'predictions', 'ood_reasons', 'SELECT')"
     ) == [(True, False)]
+    logger.close()
+
+
+# -- cheap records: JSON from columns, COPY text, ids ------------------------------------------
+
+
+KINDS = {"attr_a": "integer", "attr_b": "category", "scd_a": "number", "scd_b": "integer"}
+
+
+def test_features_json_writes_validated_columns_as_sent() -> None:
+    columns = {
+        "attr_a": np.array([1.0, np.nan, -(2.0**31), 1e20]),
+        "attr_b": np.array(["c", None, 'quo"te\\ \t\n é', float("nan")], dtype=object),
+        "scd_a": np.array([0.1 + 0.2, np.nan, 5.0, -0.0]),
+        "scd_b": np.array([3.0, 4.0, np.nan, 0.0]),
+    }
+    rows = features_json(columns, KINDS)
+    assert rows[0] == '{"attr_a":1,"attr_b":"c","scd_a":0.30000000000000004,"scd_b":3}'
+    assert [json.loads(row) for row in rows] == [
+        {"attr_a": 1, "attr_b": "c", "scd_a": 0.30000000000000004, "scd_b": 3},
+        {"attr_a": None, "attr_b": None, "scd_a": None, "scd_b": 4},
+        {"attr_a": -(2**31), "attr_b": 'quo"te\\ \t\n é', "scd_a": 5.0, "scd_b": None},
+        {"attr_a": 1e20, "attr_b": None, "scd_a": -0.0, "scd_b": 0},
+    ]
+    assert features_json({name: columns[name][:0] for name in KINDS}, KINDS) == []
+
+
+def test_odd_text_in_every_field_lands_as_it_was_through_copy(companydata) -> None:
+    columns = {"attr_a": np.array([1.0, 2.0]), "attr_b": np.array(["tab\there", "back\\slash\r\nline"], dtype=object),
+               "scd_a": np.array([0.5, np.nan]), "scd_b": np.array([np.nan, 1.0])}  # fmt: skip
+    verdicts = [Verdict(True), Verdict(False, (Finding(("attr_b",), "attr_b='back\\\\slash' \\N\tnot seen"),))]
+    batch = PredictionRecord.from_columns(
+        [1, 2], np.array([0, 1]), np.array([0.25, 0.75]), "v\\1\t", columns, KINDS, "key \\N", verdicts
+    )
+    assert copy_text(batch).count(b"\n") == 2  # one line per record: every line end inside a value is escaped
+    logger = PredictionLogger(companydata.settings("mle"))
+    logger.log(batch)
+    assert logger.flush()
+    rows = companydata.query(
+        "SELECT client_idx, label, probability, model_version, features, api_key, in_distribution, ood_reasons"
+        " FROM predictions ORDER BY client_idx"
+    )
+    assert rows == [
+        (1, 0, 0.25, "v\\1\t", {"attr_a": 1, "attr_b": "tab\there", "scd_a": 0.5, "scd_b": None}, "key \\N", True, []),
+        (
+            2,
+            1,
+            0.75,
+            "v\\1\t",
+            {"attr_a": 2, "attr_b": "back\\slash\r\nline", "scd_a": None, "scd_b": 1},
+            "key \\N",
+            False,
+            ["attr_b='back\\\\slash' \\N\tnot seen"],
+        ),
+    ]
+    assert logger.stats()["dead_lettered"] == 0
+    logger.close()
+
+
+def test_ids_are_time_ordered_uuids_and_a_forked_process_never_repeats_its_parents() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [*_uuid7_hex(5000), *_uuid7_hex(1), *_uuid7_hex(3)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(h).version == 7 and uuid.UUID(h).variant == uuid.RFC_4122 for h in ids)
+    stamps = [int(h[:12], 16) for h in ids]  # the first 48 bits: Unix time in milliseconds
+    assert stamps == sorted(stamps) and before <= stamps[0] and stamps[-1] <= after
+    _uuid7_hex(1)  # the parent holds a block of random bytes now
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a gunicorn worker, forked after the parent made ids
+        os.write(write, "".join(_uuid7_hex(100)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as pipe:
+        text = pipe.read()
+    theirs = {text[i : i + 32] for i in range(0, len(text), 32)}
+    assert len(theirs) == 100 and not theirs & set(_uuid7_hex(100))
+
+
+def test_a_batch_meeting_stored_ids_lands_each_once_through_the_staging_table(companydata) -> None:
+    logger = PredictionLogger(companydata.settings("mle"))
+    first = records(50)
+    logger.log(first[:20])
+    assert logger.flush()
+    logger.log([*first[10:], *records(5, start=100)])  # ten stored ids among new ones: the COPY meets them
+    assert logger.flush()
+    assert companydata.query("SELECT count(*), count(DISTINCT prediction_id) FROM predictions") == [(55, 55)]
+    assert logger.stats()["failures"] == 0 and logger.stats()["dead_lettered"] == 0
+    logger.close()
+
+
+def test_more_records_than_the_buffer_holds_wait_for_the_writer_instead_of_spooling(companydata, tmp_path) -> None:
+    logger = PredictionLogger(companydata.settings("mle"), capacity=50, spool_dir=tmp_path / "spool")
+    for start in range(0, 400, 20):  # faster than one writer's batches: the buffer fills again and again
+        logger.log(records(20, start=start))
+        assert logger.stats()["pending"] <= 50 + 70  # memory stays bounded: a full buffer and a batch in flight
+    assert logger.flush()
+    assert logger.stats() | {"failures": 0} == {
+        "written": 400,
+        "pending": 0,
+        "spooled": 0,
+        "replayed": 0,
+        "dead_lettered": 0,
+        "dropped": 0,
+        "failures": 0,
+        "database_available": True,
+    }
+    assert count(companydata) == 400 and not (tmp_path / "spool").exists()
     logger.close()

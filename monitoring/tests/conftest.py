@@ -164,9 +164,10 @@ def score_batch(loaded: TestDatabase) -> Callable[[MLEModel, date], int]:
     def score(model: MLEModel, day: date) -> int:
         frame = feature_store(loaded)
         labels, probabilities = model.predict_labels_and_probabilities(frame[COLUMNS])
+        verdicts = model.check_distribution(model.feature_schema.validate(frame[COLUMNS]))
         rows = [
-            (day, int(i), int(label), float(p), model.version_)
-            for i, label, p in zip(frame["idx"], labels, probabilities, strict=True)
+            (day, int(i), int(label), float(p), model.version_, v.in_distribution)
+            for i, label, p, v in zip(frame["idx"], labels, probabilities, verdicts, strict=True)
         ]
         conn = connect(loaded.settings("mle"))
         try:
@@ -174,8 +175,8 @@ def score_batch(loaded: TestDatabase) -> Callable[[MLEModel, date], int]:
                 cur.execute("DELETE FROM batch_predictions WHERE partition_date = %s", (day,))
                 execute_values(
                     cur,
-                    "INSERT INTO batch_predictions (partition_date, client_idx, label, probability, model_version)"
-                    " VALUES %s",
+                    "INSERT INTO batch_predictions"
+                    " (partition_date, client_idx, label, probability, model_version, in_distribution) VALUES %s",
                     rows,
                 )
         finally:

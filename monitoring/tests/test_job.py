@@ -183,3 +183,20 @@ def test_without_a_champion_the_job_says_so(env: dict[str, str], model_dir: Path
     shutil.rmtree(model_dir)
     with pytest.raises(NoChampion, match=r"no champion in .*: train and promote a model first"):
         run_report(MonitorSettings.from_env(), PERIOD)
+
+
+def test_the_batch_ood_rate_is_the_recorded_verdicts_and_the_gate_judges_only_rows_without_one(
+    env: dict[str, str], loaded: TestDatabase, day_of_traffic: Callable[..., None]
+) -> None:
+    """batch_predictions.in_distribution (recorded when the day was scored) is what the report
+    counts; rows scored without one (days before the column) are judged by the champion's gate."""
+    day_of_traffic()
+    loaded.query(
+        "UPDATE batch_predictions SET in_distribution = (client_idx %% 4 <> 0) WHERE partition_date = %s", (DAY,)
+    )
+    recorded = run_report(MonitorSettings.from_env(), PERIOD).reports["batch"].value("ood_rate")
+    assert recorded == pytest.approx(0.25, abs=0.02)  # the recorded quarter, not the gate's ~1 %
+
+    loaded.query("UPDATE batch_predictions SET in_distribution = NULL WHERE partition_date = %s", (DAY,))
+    judged = run_report(MonitorSettings.from_env(), PERIOD).reports["batch"]
+    assert judged.value("ood_rows") == 3_000 and judged.value("ood_rate") < 0.05

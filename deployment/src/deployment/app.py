@@ -44,10 +44,14 @@ class ApiRequest(Request):
 
 
 class StrictJSONProvider(DefaultJSONProvider):
-    """JSON as the standard says: NaN and Infinity are refused as invalid JSON (400)."""
+    """JSON as the standard says: NaN and Infinity are refused as invalid JSON (400), and so is
+    nesting deeper than the parser goes (`[[[[...`: a 400, not a RecursionError's 500)."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return json.loads(s, parse_constant=_no_constants, **kwargs)
+        try:
+            return json.loads(s, parse_constant=_no_constants, **kwargs)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
 
 
 def create_app(
@@ -62,7 +66,7 @@ def create_app(
         holder.start()
         keyring = KeyRing(DatabaseSettings.from_env("mle"), settings.key_refresh_seconds)
         keyring.start()
-    models = request_models(holder.model_class.feature_schema, settings.max_batch)
+    models = request_models(holder.model_class.feature_schema, settings.max_batch, settings.max_columns)
     app = OpenAPI(
         __name__,
         info=Info(title="companydata prediction API", version="1.0.0"),
@@ -91,8 +95,7 @@ def create_app(
     @app.after_request
     def count(response: Response) -> Response:
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
-        metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        metrics.answered(endpoint, response.status_code, time.perf_counter() - g.get("started", time.perf_counter()))
         return response
 
     app.register_api(predict.blueprint(models))

@@ -10,6 +10,8 @@ process's own.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -43,6 +45,23 @@ OOD_REFUSED = Counter(
 )
 MODEL = Gauge("api_model_info", "1 for the model version served, 0 for versions served before.", ["version"],
               multiprocess_mode="livemax")  # fmt: skip
+
+
+@lru_cache(maxsize=512)
+def _child(metric: Any, *labels: str) -> Any:
+    """A labelled series, looked up once: `labels()` takes a lock and builds a key every time."""
+    return metric.labels(*labels)
+
+
+def answered(endpoint: str, status: int, seconds: float) -> None:
+    """One request answered: counted by route and status, its duration observed by route."""
+    _child(REQUESTS, endpoint, str(status)).inc()
+    _child(LATENCY, endpoint).observe(seconds)
+
+
+def judged(verdict: str, rows: int) -> None:
+    """`rows` rows the out-of-distribution gate judged `verdict` (in, out, none)."""
+    _child(OOD, verdict).inc(rows)
 
 
 def exposition() -> bytes:

@@ -2,7 +2,10 @@
 
 The request models are built from the served model class's feature declaration
 (`MLEModel.feature_schema`), so the API takes whatever features the configured model
-declares: a second model is a new subclass, not a change here.
+declares: a second model is a new subclass, not a change here. `/predict/batch` takes two
+bodies: the challenge's records (`[{"idx", "features"}, ...]`) and columns (`{"idx": [...],
+"attr_a": [...], ...}`, one array per field, row i of each array is client i), each answered
+in its own shape.
 """
 
 from __future__ import annotations
@@ -58,17 +61,22 @@ def _annotation(feature: Feature) -> Any:
 
 @dataclass(frozen=True)
 class RequestModels:
-    """The request models of one feature declaration."""
+    """The request models of one feature declaration: `records` and `columns` validate the two
+    bodies of /predict/batch (and name the field and row at fault); `batch` documents both."""
 
     features: type[Strict]
     predict: type[Strict]
+    records: type[RootModel[Any]]
+    columns: type[Strict]
     batch: type[RootModel[Any]]
     example: dict[str, Any]
+    columns_example: dict[str, Any]
 
 
-def request_models(schema: FeatureSchema, max_batch: int) -> RequestModels:
-    """The single and batch (at most `max_batch` records) request models for `schema`. Keys
-    are required; a missing value is an explicit null."""
+def request_models(schema: FeatureSchema, max_batch: int, max_columns: int | None = None) -> RequestModels:
+    """The single and batch request models for `schema`: at most `max_batch` records, or
+    `max_columns` rows in columns (default `max_batch`). Keys are required; a missing value is
+    an explicit null."""
     # Typed as Any, like `_annotation`: an unpacked dict of a narrower value type would have to
     # fit create_model's own keyword parameters (`__base__`, `__doc__`, ...) too.
     fields: dict[str, Any] = {
@@ -92,9 +100,38 @@ def request_models(schema: FeatureSchema, max_batch: int) -> RequestModels:
     predict.model_rebuild(force=True)
     # The bounds are documented here and enforced by the view, which names them in its refusal.
     bounds = Field(json_schema_extra={"minItems": 1, "maxItems": max_batch})
-    batch = RootModel[Annotated[list[predict], bounds]]
-    batch.__doc__ = "Several clients, scored in one vectorised call."
-    return RequestModels(features, predict, batch, example)
+    records: type[RootModel[Any]] = type(
+        "BatchRecords",
+        (RootModel[Annotated[list[predict], bounds]],),
+        {"__doc__": "Several clients as records (the challenge's format), answered as records."},
+    )
+    rows = max_batch if max_columns is None else max_columns
+    idx = Annotated[Annotated[int, Interval(ge=0, le=BIGINT_MAX)], BeforeValidator(_integral)]
+
+    def column(annotation: Any, description: str, example: list[Any]) -> Any:
+        extra: dict[str, JsonValue] = {"minItems": 1, "maxItems": rows}
+        return (list[annotation], Field(description=description, examples=[example], json_schema_extra=extra))
+
+    columns_example: dict[str, JsonValue] = {
+        "idx": [EXAMPLE_IDX, EXAMPLE_IDX + 1],
+        **{f.name: [f.example, None if f.nullable else f.example] for f in schema},
+    }
+    columns: type[Strict] = create_model(
+        "ColumnarBatch",
+        __base__=Strict,
+        __doc__=f"Several clients as columns: one array per field, all of the same length (1 to {rows:,}); "
+        "row i of every array is client i. Answered in columns too.",
+        idx=column(idx, "The clients' ids.", [EXAMPLE_IDX, EXAMPLE_IDX + 1]),
+        **{f.name: column(_annotation(f), f"{f.description} One value per client.", [f.example]) for f in schema},
+    )
+    columns.model_config["json_schema_extra"] = {"examples": [columns_example]}
+    columns.model_rebuild(force=True)
+    batch: type[RootModel[Any]] = type(
+        "BatchRequest",
+        (RootModel[Annotated[list[predict], bounds] | columns],),
+        {"__doc__": "Several clients, scored in one vectorised call: records, or columns."},
+    )
+    return RequestModels(features, predict, records, columns, batch, example, columns_example)
 
 
 class Prediction(BaseModel):
@@ -122,9 +159,28 @@ class PredictResponse(Prediction):
 
 
 class BatchResponse(BaseModel):
+    """The answer to records: one prediction per record, in order."""
+
     predictions: list[Prediction]
     model_version: str
     threshold: float | None
+
+
+class ColumnarBatchResponse(BaseModel):
+    """The answer to columns: one array per field of `Prediction`, row i is client i."""
+
+    idx: list[int]
+    label: list[int]
+    probability: list[float]
+    warnings: list[list[str]]
+    in_distribution: list[bool | None]
+    ood_reasons: list[list[str]]
+    model_version: str
+    threshold: float | None
+
+
+class BatchAnswer(RootModel[BatchResponse | ColumnarBatchResponse]):
+    """The answer to /predict/batch, in the shape of its body: records, or columns."""
 
 
 class Problem(BaseModel):

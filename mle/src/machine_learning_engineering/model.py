@@ -146,14 +146,18 @@ class MLEModel(ABC):
         self.reference_ = reference
         return self
 
-    def check_distribution(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> list[ood.Verdict]:
-        """Per row (a frame, or validated values as mappings), the gate's verdict; for a version
-        without a gate, `ood.NO_GATE` (in_distribution None, reason "no gate in this version")."""
+    def check_distribution(self, rows: pd.DataFrame | Columns | Sequence[Mapping[str, Any]]) -> list[ood.Verdict]:
+        """Per row (a validated frame, validated `Columns`, or validated values as mappings), the
+        gate's verdict; for a version without a gate, `ood.NO_GATE` (in_distribution None,
+        reason "no gate in this version")."""
+        gate = self.ood_gate_
         if isinstance(rows, pd.DataFrame):
-            records: Sequence[Mapping[str, Any]] = rows[self.feature_schema.names].to_dict("records")  # type: ignore[assignment]
-        else:
-            records = rows
-        return ood.verdicts(self.ood_gate_, records)
+            return gate.check_frame(rows) if gate is not None else [ood.NO_GATE] * len(rows)
+        if isinstance(rows, Mapping):
+            if gate is not None:
+                return gate.check_columns(rows)
+            return [ood.NO_GATE] * len(rows[self.feature_schema.names[0]])
+        return ood.verdicts(gate, rows)
 
     def predict_labels_and_probabilities(self, features: pd.DataFrame) -> tuple[Labels, Probabilities]:
         """Labels and P(label = 1) per row of any frame: validated first."""
@@ -166,7 +170,7 @@ class MLEModel(ABC):
     def predict_with_logging(
         self,
         client_idx: Any,
-        features: pd.DataFrame,
+        features: pd.DataFrame | Columns,
         *,
         with_probability: bool = False,
         api_key: str | None = None,
@@ -177,28 +181,39 @@ class MLEModel(ABC):
 
         The challenge's API calls `predict_with_logging(data["idx"], pd.DataFrame([data["features"]]))`:
         one client idx and a one-row frame, returning that row's label. A sequence of idx with a
-        frame of as many rows returns an array of labels. `with_probability=True` returns
-        (labels, probabilities) instead, so a caller that shows the probability still takes this
-        one logged path. `api_key` names the caller's key in the record. `validated=True` says
-        the frame comes from `feature_schema.frame` of already validated values (the API), so
-        it is not checked a second time. Each record carries the row's out-of-distribution verdict:
-        `verdicts` when the caller has them already (the API asks before it scores), else the
-        gate's (`check_distribution`). Recording never raises: the logger buffers while its
-        database is away.
+        frame of as many rows returns an array of labels. `features` may also be `Columns` (one
+        array per feature): the API's and batch scoring's path, scored by `score_columns` with
+        no DataFrame anywhere. `with_probability=True` returns (labels, probabilities) instead,
+        so a caller that shows the probability still takes this one logged path. `api_key` names
+        the caller's key in the record. `validated=True` says the features are validated
+        already (the API's request model; `feature_schema.validate_columns` or `frame`), so they
+        are not checked a second time. Each record carries the row's features as validated
+        (JSON) and its out-of-distribution verdict: `verdicts` when the caller has them already
+        (the API asks before it scores), else the gate's (`check_distribution`). Recording never
+        raises: the logger buffers while its database is away.
         """
         single = np.ndim(client_idx) == 0
-        idx: Sequence[Any] = [client_idx] if single else list(client_idx)
-        if len(idx) != len(features):
-            raise ValueError(f"{len(idx)} client idx for {len(features)} feature rows")
-        if verdicts is not None and len(verdicts) != len(features):
-            raise ValueError(f"{len(verdicts)} verdicts for {len(features)} feature rows")
-        clean = features if validated else self.feature_schema.validate(features)
+        idx: Any = [client_idx] if single else client_idx
+        schema = self.feature_schema
+        if isinstance(features, pd.DataFrame):
+            clean = features if validated else schema.validate(features)
+            columns: Columns = {name: clean[name].to_numpy() for name in schema.names}  # NaN: missing
+        else:
+            columns = features if validated else schema.validate_columns(features, np.asarray(idx))
+            clean = None
+        rows = len(columns[schema.names[0]])
+        if len(idx) != rows:
+            raise ValueError(f"{len(idx)} client idx for {rows} feature rows")
+        if verdicts is not None and len(verdicts) != rows:
+            raise ValueError(f"{len(verdicts)} verdicts for {rows} feature rows")
         if verdicts is None:
-            verdicts = self.check_distribution(clean)
-        labels, probabilities = self.score(clean)
+            verdicts = self.check_distribution(columns)
+        labels, probabilities = self.score(clean) if clean is not None else self.score_columns(columns)
         logger = self.prediction_logger or PredictionLogger.default()
         version = self.version_ or "unversioned"
-        logger.log(PredictionRecord.batch(idx, labels, probabilities, version, features, api_key, verdicts))
+        logger.log(
+            PredictionRecord.from_columns(idx, labels, probabilities, version, columns, schema.kinds, api_key, verdicts)
+        )
         if with_probability:
             if single:
                 return labels[0].item(), float(probabilities[0])

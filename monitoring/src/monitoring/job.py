@@ -152,7 +152,11 @@ def run_report(settings: MonitorSettings, period: Period) -> JobResult:
     reference = reference.copy()
     reference[OOD] = judge(gate, reference, schema, f"{version}'s reference")
     batch = current["batch"].frame
-    batch[OOD] = judge(gate, batch, schema, f"{period}'s batch scores")
+    # The verdicts the scoring recorded stand; the gate judges only rows scored without one
+    # (days scored before batch_predictions kept verdicts), on today's feature_store.
+    unjudged = batch[OOD].isna().to_numpy() if OOD in batch else np.ones(len(batch), dtype=bool)
+    if unjudged.any():
+        batch.loc[unjudged, OOD] = judge(gate, batch[unjudged], schema, f"{period}'s batch scores")
 
     timestamp = datetime.combine(period.since, time())  # naive UTC: Evidently's UI plots runs by it
     for source in SOURCES:

@@ -58,13 +58,15 @@ def prometheus_metrics() -> Response:
 )
 def model_metadata() -> Response:
     """Metadata of the model version being served (its metadata.json, with the gate's summary
-    under `ood` when it has one), why it serves, and whether and how its gate is applied."""
+    under `ood` when it has one), why it serves, whether and how its gate is applied, and
+    which path scores it in this process (`serving.scoring`: `MLEModel.scoring()`)."""
     context = services()
     model = context.served_model()
     serving = {
         **context.holder.serving,
         "ood_gate": model.ood_gate_ is not None,
         "ood_policy": context.settings.ood_policy,
+        "scoring": model.scoring(),
     }
     return jsonify({**model.metadata_, "serving": serving})
 

@@ -3,13 +3,14 @@
 -- through monitoring.scored_features (the monitor cannot read feature_store or labels itself).
 -- batch_predictions keeps no features: these are feature_store's as it is now, which is what the
 -- day was scored on unless the ETL rebuilt feature_store since. A client no longer in
--- feature_store has NULL features (counted, left out of the comparison).
+-- feature_store has NULL features (counted, left out of the comparison). in_distribution is the
+-- scoring version's out-of-distribution verdict, recorded with the score (NULL: no gate).
 -- Parameters: since, until (dates, inclusive).
 SELECT b.client_idx,
        b.label AS prediction,
        b.probability,
        b.model_version,
-       NULL::boolean AS in_distribution,
+       b.in_distribution,
        f.features,
        f.label
 FROM batch_predictions AS b
