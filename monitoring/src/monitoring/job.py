@@ -154,7 +154,7 @@ def run_report(settings: MonitorSettings, period: Period) -> JobResult:
     batch = current["batch"].frame
     # The verdicts the scoring recorded stand; the gate judges only rows scored without one
     # (days scored before batch_predictions kept verdicts), on today's feature_store.
-    unjudged = batch[OOD].isna().to_numpy() if OOD in batch else np.ones(len(batch), dtype=bool)
+    unjudged = batch[OOD].isna().to_numpy()  # data.read_current always fills the column
     if unjudged.any():
         batch.loc[unjudged, OOD] = judge(gate, batch[unjudged], schema, f"{period}'s batch scores")
 
