@@ -7,12 +7,14 @@ sockets: what HTTP and gunicorn add is in bench-serve's bare-endpoint figures). 
 collector's view of the loaded app is frozen, as gunicorn's workers do.
 
 Each stage is timed where it runs, in CPU time of the thread that runs it (`time.thread_time`:
-what other processes on a shared machine take is not counted), by wrapping the function that does it: JSON parsing (the
-app's JSON provider), validation (flask-openapi3's request model for /predict, `read_batch`
-for /predict/batch), features (`FeatureSchema.columns`, `to_columns`), the OOD gate
-(`check_distribution`), the model (`score_columns`), the log record
-(`PredictionRecord.from_columns`) and handing it to the writer (`PredictionLogger.log`), the
-answer (its JSON). "Flask and the rest" is the WSGI call's time minus those. The writer thread
+what other processes on a shared machine take is not counted), by wrapping the function that does it: JSON parsing
+(`deployment.jsontext.loads`), validation (`read_single`: the request model for /predict;
+`read_batch` for /predict/batch), features (`FeatureSchema.columns`, `to_columns`), the OOD
+gate (`check_distribution`), the model (`score_columns`), the log record
+(`PredictionRecord.from_columns`, or `BatchRecord.from_columns` where a batch is logged as
+one row) and handing it to the writer (`PredictionLogger.log`), the
+answer (`answer_single`, `answer_records`, `answer_columns`: its JSON and the Response).
+"Flask and the rest" is the WSGI call's time minus those. The writer thread
 (off the request path, on the same CPU) is timed too: building COPY text, the round trip, and
 the PostgreSQL backend's CPU time per row (from /proc). A run is `--requests` requests (the
 batches: fewer); each figure is the median of `--runs` runs, with the smallest and largest.
@@ -42,12 +44,13 @@ from bench_serve import batch_rows, trained_model
 
 from data_science.features import EXAMPLE_REQUEST
 from data_science.model import CustomerModel
+from deployment import jsontext
 from deployment.app import create_app
 from deployment.config import ServeSettings
 from deployment.model_holder import ModelHolder
 from deployment.routes import predict as predict_route
 from machine_learning_engineering import prediction_log
-from machine_learning_engineering.prediction_log import PredictionLogger, PredictionRecord
+from machine_learning_engineering.prediction_log import PredictionLogger
 from machine_learning_engineering.schema import FeatureSchema
 from testkit import localdb
 
@@ -57,7 +60,7 @@ STAGES = [
     ("features", "features (validated values to Columns)"),
     ("ood", "OOD gate (check_distribution)"),
     ("model", "model (score_columns)"),
-    ("record", "log record (PredictionRecord.from_columns)"),
+    ("record", "log record (PredictionRecord / BatchRecord.from_columns)"),
     ("enqueue", "handing it to the writer (PredictionLogger.log)"),
     ("answer", "answer (JSON)"),
 ]
@@ -105,21 +108,25 @@ def backend_cpu(pid: int) -> float:
 @contextmanager
 def instrumented(app: Any, model: CustomerModel, logger: PredictionLogger) -> Iterator[Clock]:
     clock = Clock()
-    clock.wrap(app.json, "loads", "json")
+    clock.wrap(jsontext, "loads", "json")
     clock.wrap(predict_route, "read_batch", "validation")
-    import flask_openapi3.scaffold
-
-    clock.wrap(flask_openapi3.scaffold, "_validate_request", "validation")
+    clock.wrap(predict_route, "read_single", "validation")
     clock.wrap(FeatureSchema, "columns", "features")
     clock.wrap(predict_route, "to_columns", "features")
     clock.wrap(model, "check_distribution", "ood")
     clock.wrap(model, "score_columns", "model")
-    clock.wrap(PredictionRecord, "from_columns", "record")
+    # One-row requests are `PredictionRecord`s; a batch is one `BatchRecord` where the log has them.
+    for kind in ("PredictionRecord", "BatchRecord"):
+        if hasattr(prediction_log, kind):
+            clock.wrap(getattr(prediction_log, kind), "from_columns", "record")
     clock.wrap(logger, "log", "enqueue")
-    clock.wrap(predict_route, "dumped", "answer")
+    for answer in ("answer_single", "answer_records", "answer_columns"):
+        clock.wrap(predict_route, answer, "answer")
     clock.wrap(app, "wsgi_app", "wsgi")
     clock.wrap(logger, "_write_splitting", "write")
-    clock.wrap(prediction_log, "copy_text", "copy_text")
+    for writer in ("copy_text", "batch_copy_binary"):  # the COPY data of each kind of record
+        if hasattr(prediction_log, writer):
+            clock.wrap(prediction_log, writer, "copy_text")
     try:
         yield clock
     finally:
@@ -252,7 +259,7 @@ def report(
         row("**the request, in the app (WSGI call)**", "wsgi"),
         *(row(label, key) for key, label in STAGES),
         row("Flask, flask-openapi3, hooks, metrics and the rest", "rest"),
-        row("writer thread: COPY text", "copy_text"),
+        row("writer thread: COPY data (text or binary)", "copy_text"),
         row("writer thread: COPY text and the round trip", "write"),
         row("PostgreSQL backend CPU", "database"),
         "",

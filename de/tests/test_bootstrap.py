@@ -26,18 +26,24 @@ LOGINS = {"etl": "etl_user", "ds": "ds_user", "mle": "mle_user", "api_admin": "a
 ALL = tuple(LOGINS)
 NOT_ETL = ("ds", "mle", "api_admin")
 DATA_TABLES = ("customer_profiles", "customer_activity", "labels", "stores", "sales", "monthly_sales", "feature_store")
-LOG_TABLES = ("predictions", "prediction_dead_letters")
+LOG_TABLES = ("predictions", "prediction_batches", "prediction_dead_letters")
+# One row per logged prediction of both tables (95-prediction-batches.sql); security_invoker.
+LOG_VIEWS = ("prediction_log",)
 # The daily batch scores (50-batch-predictions.sql): mle_user replaces a day, ds_user reads them.
 SCORE_TABLES = ("batch_predictions",)
 # The drift monitor's tables (80-monitoring.sh); monitor_user's privileges and refusals are in
 # monitoring/tests/test_bootstrap.py.
 MONITOR_TABLES = ("monitoring_metrics", "monitoring_alerts")
-ALL_TABLES = (*DATA_TABLES, *LOG_TABLES, *SCORE_TABLES, "api_keys", "etl_private.run_lock")
+ALL_TABLES = (*DATA_TABLES, *LOG_TABLES, *LOG_VIEWS, *SCORE_TABLES, "api_keys", "etl_private.run_lock")
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 NO_TRANSACTION = ("CREATE DATABASE", "ALTER SYSTEM")  # statements refused inside a transaction block
 PREDICTION = (
     "INSERT INTO predictions (prediction_id, client_idx, label, probability, model_version, features, predicted_at)"
     " VALUES (gen_random_uuid(), 1, 1, 0.9, 'v1', '{}', now())"
+)
+BATCHED_PREDICTIONS = (
+    "INSERT INTO prediction_batches (batch_id, model_version, predicted_at, rows, client_idx, label, features)"
+    " VALUES (gen_random_uuid(), 'v1', now(), 2, '{1,2}', '{1,0}', '{\"attr_a\": [1, 2]}')"
 )
 BATCH_SCORE = (
     "INSERT INTO batch_predictions (partition_date, client_idx, label, probability, model_version)"
@@ -154,6 +160,31 @@ REFUSALS = [
     *refused(ALL, "own-predictions", "ALTER TABLE predictions OWNER TO CURRENT_USER"),
     *refused(("etl", "ds", "api_admin"), "insert-predictions", PREDICTION),
     *refused(("etl",), "references-predictions", "CREATE TABLE public.pin (id bigint REFERENCES predictions (id))"),
+    # A logged batch is a row of prediction_batches: the same append-only rules, and the view
+    # (security_invoker) shows a role no more than the tables would.
+    *refused(ALL, "truncate-prediction_batches", "TRUNCATE prediction_batches"),
+    *refused(ALL, "update-prediction_batches", "UPDATE prediction_batches SET label = '{0,0}'"),
+    *refused(ALL, "update-prediction_batches-where", "UPDATE prediction_batches SET rows = rows WHERE id = 1"),
+    *refused(ALL, "delete-prediction_batches", "DELETE FROM prediction_batches"),
+    *refused(ALL, "drop-prediction_batches", "DROP TABLE prediction_batches"),
+    *refused(ALL, "drop-prediction_log", "DROP VIEW prediction_log"),
+    *refused(ALL, "replace-prediction_log", "CREATE OR REPLACE VIEW prediction_log AS SELECT 1 AS source"),
+    *refused(ALL, "own-prediction_batches", "ALTER TABLE prediction_batches OWNER TO CURRENT_USER"),
+    *refused(
+        ALL, "alter-prediction_batches-check", "ALTER TABLE prediction_batches DROP CONSTRAINT prediction_batches_check"
+    ),
+    *refused(("etl", "ds", "api_admin"), "insert-prediction_batches", BATCHED_PREDICTIONS),
+    *refused(("mle", "etl", "api_admin"), "select-prediction_log", "SELECT * FROM prediction_log"),
+    *refused(("mle",), "select-prediction_log-count", "SELECT count(*) FROM prediction_log"),
+    *refused(
+        ("mle",), "select-prediction_batches-returning", BATCHED_PREDICTIONS + " RETURNING client_idx"
+    ),  # RETURNING reads: refused
+    *refused(("mle",), "copy-prediction_batches-out", "COPY prediction_batches TO STDOUT"),
+    *refused(
+        ("etl",),
+        "references-prediction_batches",
+        "CREATE TABLE public.pin (id bigint REFERENCES prediction_batches (id))",
+    ),
     *refused(("etl",), "references-api_keys", "CREATE TABLE public.pin (name text REFERENCES api_keys (name))"),
     # The batch scores: mle_user replaces a day (DELETE + INSERT) without reading them back or
     # rewriting them in place; only the data scientist reads them.
@@ -267,7 +298,7 @@ def test_each_login_holds_exactly_the_privileges_of_its_job(loaded) -> None:
             "database CONNECT",
             "schema public USAGE",
             "member of ds_user_role",
-            *{f"{t} SELECT" for t in (*DATA_TABLES, *LOG_TABLES, *SCORE_TABLES)},
+            *{f"{t} SELECT" for t in (*DATA_TABLES, *LOG_TABLES, *LOG_VIEWS, *SCORE_TABLES)},
         },
         "mle": {
             "database CONNECT",
@@ -275,6 +306,7 @@ def test_each_login_holds_exactly_the_privileges_of_its_job(loaded) -> None:
             "schema public USAGE",
             "member of mle_user_role",
             "predictions INSERT",
+            "prediction_batches INSERT",
             "prediction_dead_letters INSERT",
             "api_keys SELECT",
             "batch_predictions INSERT",  # a day's scores are replaced: delete + insert, one transaction
@@ -303,6 +335,12 @@ def test_the_etl_owns_the_tables_it_makes_and_the_bootstrap_owns_the_rest(loaded
 
 def test_each_role_does_its_job(loaded) -> None:
     attempt(loaded, "mle", PREDICTION)  # the API appends to the log, without reading it back
+    attempt(loaded, "mle", BATCHED_PREDICTIONS)  # a logged batch: one row
+    assert loaded.query("SELECT source, batch_row, client_idx FROM prediction_log ORDER BY 1, 2", role="ds") == [
+        ("batch", 1, 1),
+        ("batch", 2, 2),
+        ("request", None, 1),
+    ]
     attempt(loaded, "mle", "INSERT INTO prediction_dead_letters (prediction_id, record, error) VALUES ('x', '{}', 'e')")
     attempt(loaded, "mle", "CREATE TEMP TABLE batch (prediction_id uuid)")
     for _ in range(2):  # a day's batch scores, replaced by a re-run

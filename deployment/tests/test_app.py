@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,6 +13,7 @@ from data_science.model import CustomerModel
 from deployment.app import create_app
 from deployment.config import ServeSettings
 from deployment.model_holder import ModelHolder
+from deployment.routes import predict as predict_route
 from deployment.schemas import PredictResponse
 from machine_learning_engineering.prediction_log import PredictionLogger
 from testkit.fixtures import wait_until
@@ -48,7 +50,7 @@ def test_challenge_request_is_answered_and_logged_once(client, companydata, logg
     assert answer["label"] == int(answer["probability"] >= answer["threshold"])
     assert answer["model_version"] == trained.version_ and answer["idx"] == 150000
     assert logger.flush()
-    assert companydata.query("SELECT client_idx, label, model_version, features FROM predictions") == [
+    assert companydata.query("SELECT client_idx, label, model_version, features FROM prediction_log") == [
         (150000, answer["label"], trained.version_, FEATURES)
     ]
 
@@ -64,7 +66,7 @@ def test_batch_is_one_call_with_one_logged_row_per_record(client, companydata, l
     single = client.post("/predict", json=records[7]).json
     assert predictions[7]["probability"] == pytest.approx(single["probability"])
     assert logger.flush()
-    assert companydata.query("SELECT count(*) FROM predictions") == [(51,)]
+    assert companydata.query("SELECT count(*) FROM prediction_log") == [(51,)]
 
 
 def bad(field: str, value) -> dict:
@@ -194,7 +196,7 @@ def test_a_key_given_twice_is_a_422_naming_it_not_last_one_wins(client, companyd
     assert response.json["details"] == [
         {"field": key, "problem": f"duplicate key {key!r}: each key may appear once per object"}
     ]
-    assert logger.flush() and companydata.query("SELECT count(*) FROM predictions") == [(0,)]
+    assert logger.flush() and companydata.query("SELECT count(*) FROM prediction_log") == [(0,)]
 
 
 def test_colons_inside_strings_do_not_make_a_valid_body_a_duplicate(client) -> None:
@@ -213,13 +215,13 @@ def test_colons_inside_strings_do_not_make_a_valid_body_a_duplicate(client) -> N
 def test_values_the_predictions_table_cannot_hold_are_refused(client, companydata, logger, field, value) -> None:
     response = client.post("/predict", json=bad(field, value))
     assert response.status_code == 422 and response.json["details"][0]["field"] == field
-    assert logger.flush() and companydata.query("SELECT count(*) FROM predictions") == [(0,)]
+    assert logger.flush() and companydata.query("SELECT count(*) FROM prediction_log") == [(0,)]
 
 
 def test_the_largest_idx_the_table_holds_is_answered_and_logged(client, companydata, logger) -> None:
     assert client.post("/predict", json=bad("idx", 2**63 - 1)).status_code == 200
     assert logger.flush()
-    assert companydata.query("SELECT client_idx, api_key FROM predictions") == [(2**63 - 1, None)]
+    assert companydata.query("SELECT client_idx, api_key FROM prediction_log") == [(2**63 - 1, None)]
     assert logger.stats()["dead_lettered"] == 0
 
 
@@ -263,7 +265,7 @@ def test_ready_reports_a_degraded_then_failing_log_and_recovers(model_dir, compa
     finally:
         companydata.cluster.start(fast=True)
     wait_until(lambda: client.get("/ready").status_code == 200, timeout=60)
-    assert logger.flush() and companydata.query("SELECT count(*) FROM predictions") == [(1,)]
+    assert logger.flush() and companydata.query("SELECT count(*) FROM prediction_log") == [(1,)]
     logger.close()
 
 
@@ -274,7 +276,7 @@ def test_every_feature_may_be_null_and_is_logged_as_null(client, companydata, lo
     expected = trained.predict_proba(pd.DataFrame([nothing["features"]]))[0, 1]
     assert response.json["probability"] == pytest.approx(expected)
     assert logger.flush()
-    assert companydata.query("SELECT features FROM predictions WHERE client_idx = 9") == [(nothing["features"],)]
+    assert companydata.query("SELECT features FROM prediction_log WHERE client_idx = 9") == [(nothing["features"],)]
 
 
 def test_an_unknown_category_is_scored_as_missing_and_flagged_not_refused(client, trained) -> None:
@@ -311,7 +313,7 @@ def test_predict_answers_what_the_model_scores_on_a_frame_with_every_documented_
     assert (answer["in_distribution"], answer["ood_reasons"]) == (verdict.in_distribution, verdict.reasons)
     assert logger.flush()
     ((label, probability, logged, flag, reasons),) = companydata.query(
-        "SELECT label, probability, features, in_distribution, ood_reasons FROM predictions"
+        "SELECT label, probability, features, in_distribution, ood_reasons FROM prediction_log"
     )
     assert (label, probability, flag, reasons) == (
         answer["label"],
@@ -332,3 +334,87 @@ def test_model_says_which_path_scores(client, model_dir) -> None:
         k: v for k, v in expected.items() if k not in timings
     }
     assert scoring["path"] == "compiled" and scoring["verified"]["at_load"]["bit_identical"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "field", "problem"),
+    [
+        ("[" * 100_000 + "]" * 100_000, 400, "body", "Invalid JSON: nested too deeply"),
+        ("[" * 1_025 + "]" * 1_025, 400, "body", "Invalid JSON: nested too deeply"),  # past orjson's limit
+        ('{"idx": 1, "features": {"scd_a": NaN}}', 400, "body", "Invalid JSON: NaN is not JSON"),
+        ('{"idx": 1, "features": {}} {}', 400, "body", "Invalid JSON: Extra data: line 1 column 28 (char 27)"),
+        (f'{{"idx": 1{"0" * 400}, "features": {json.dumps(FEATURES)}}}', 422, "idx", "less than or equal"),
+        (json.dumps(json.dumps(CHALLENGE_REQUEST)), 422, "body", "valid dictionary"),  # JSON text in a string
+    ],
+)
+def test_hostile_single_bodies_are_refused_naming_where(
+    client, companydata, logger, raw, status, field, problem
+) -> None:
+    response = client.post("/predict", data=raw, content_type="application/json")
+    assert response.status_code == status, response.json
+    assert response.json["details"][0]["field"] == field and problem in response.json["details"][0]["problem"]
+    assert logger.flush() and companydata.query("SELECT count(*) FROM prediction_log") == [(0,)]
+
+
+def test_the_bearer_check_comes_before_anything_is_read_of_the_body(make_app) -> None:
+    client = make_app(api_token="s3cret", max_body_bytes=2048).test_client()
+    for raw in ("{idx: 1", "[" * 100_000, "[" + "1," * 5000 + "1]", json.dumps(CHALLENGE_REQUEST)):
+        for path in ("/predict", "/predict/batch"):
+            response = client.post(path, data=raw, content_type="application/json")
+            assert response.status_code == 401 and response.json["details"][0]["field"] == "Authorization"
+    huge = client.post("/predict", data="[" + "1," * 5000 + "1]", content_type="application/json",
+                       headers={"Authorization": "Bearer s3cret"})  # fmt: skip
+    assert huge.status_code == 413
+
+
+def test_answers_keep_their_documented_key_order_and_values(client) -> None:
+    """The records answer is written row by row from column texts: odd values (reasons and
+    warnings holding commas and quotes, the largest idx) come out as the columns answer has them."""
+    records = [
+        {"idx": 2**63 - 1, "features": CHALLENGE_REQUEST["features"]},
+        {"idx": 0, "features": {**FEATURES, "attr_a": 9, "attr_b": 'a, "b"', "scd_a": None}},
+        {"idx": 5, "features": dict.fromkeys(FEATURES)},
+    ]
+    single = client.post("/predict", json=records[1])
+    assert list(json.loads(single.data)) == [
+        "idx", "in_distribution", "label", "model_version", "ood_reasons", "probability", "threshold", "warnings"
+    ]  # fmt: skip
+    answer = client.post("/predict/batch", json=records)
+    columns = client.post(
+        "/predict/batch",
+        json={"idx": [r["idx"] for r in records], **{n: [r["features"][n] for r in records] for n in FEATURES}},
+    )
+    assert answer.data.endswith(b"}\n") and list(json.loads(answer.data)) == [
+        "model_version",
+        "predictions",
+        "threshold",
+    ]
+    rows = json.loads(answer.data)["predictions"]
+    assert [list(row) for row in rows] == [
+        ["idx", "in_distribution", "label", "ood_reasons", "probability", "warnings"]
+    ] * 3
+    by_column = json.loads(columns.data)
+    assert list(by_column) == [
+        "idx", "in_distribution", "label", "model_version", "ood_reasons", "probability", "threshold", "warnings"
+    ]  # fmt: skip
+    for field in rows[0]:
+        assert [row[field] for row in rows] == by_column[field], field
+    assert rows[1]["warnings"] == ["attr_b: unknown category 'a, \"b\"', scored as missing"]
+    assert rows[1]["in_distribution"] is False and rows[1]["ood_reasons"] and rows[0]["idx"] == 2**63 - 1
+    assert rows[1] == {k: v for k, v in single.json.items() if k not in ("model_version", "threshold")}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([0, 1, 1], dtype=np.int64),
+        np.array([0.1, 1e-05, 0.30000000000000004]),
+        np.array([0.1, 1e-07, 0.5], dtype=np.float32),  # float32: written as tolist() has it
+        np.array([True, False, True]),
+        np.array([[0.25, 0.5, 0.75]])[0, ::-1],  # not contiguous
+        [1, None, 2.5],
+    ],
+)
+def test_a_column_of_an_answer_is_written_as_its_values_tolist(values) -> None:
+    expected = values.tolist() if isinstance(values, np.ndarray) else values
+    assert [json.loads(text) for text in predict_route._values(predict_route._contiguous(values))] == expected

@@ -30,7 +30,7 @@ def predict(client, idx: int, headers: dict[str, str] | None = None):
 
 
 def logged_keys(db) -> dict[int, str | None]:
-    return dict(db.query("SELECT client_idx, api_key FROM predictions"))
+    return dict(db.query("SELECT client_idx, api_key FROM prediction_log"))
 
 
 def test_each_client_key_is_checked_and_recorded_and_revocation_takes_effect(

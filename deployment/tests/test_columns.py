@@ -46,7 +46,7 @@ def as_floats(features: dict) -> dict:
 
 def logged(db) -> list[tuple]:
     rows = db.query(
-        "SELECT client_idx, label, probability, features, in_distribution, ood_reasons FROM predictions"
+        "SELECT client_idx, label, probability, features, in_distribution, ood_reasons FROM prediction_log"
         " ORDER BY prediction_id"
     )
     return [(*row[:3], as_floats(row[3]), *row[4:]) for row in rows]
@@ -103,7 +103,7 @@ def test_the_logged_features_keep_integers_and_exact_numbers(client, companydata
     body = {"idx": [7, 8], "attr_a": [2, None], "attr_b": ["c", 'x\\y\t"z'], "scd_a": [0.1 + 0.2, 5], "scd_b": [3, 4]}
     assert client.post("/predict/batch", json=body).status_code == 200
     assert logger.flush()
-    text = companydata.query("SELECT features::text FROM predictions ORDER BY client_idx")
+    text = companydata.query("SELECT features::text FROM prediction_log ORDER BY client_idx")
     assert json.loads(text[0][0]) == {"attr_a": 2, "attr_b": "c", "scd_a": 0.30000000000000004, "scd_b": 3}
     assert '"attr_a": 2,' in text[0][0] and '"scd_a": 5.0' in text[1][0]  # kinds kept; the number exact
     assert json.loads(text[1][0])["attr_b"] == 'x\\y\t"z'
@@ -143,7 +143,7 @@ def test_a_bad_columnar_body_is_a_422_naming_field_and_row(make_app, companydata
     assert response.status_code == 422, response.json
     assert response.json["error"] == "invalid request"
     assert any(d["field"] == field and problem in d["problem"] for d in response.json["details"]), response.json
-    assert logger.flush() and companydata.query("SELECT count(*) FROM predictions") == [(0,)]
+    assert logger.flush() and companydata.query("SELECT count(*) FROM prediction_log") == [(0,)]
 
 
 @pytest.mark.parametrize(
@@ -155,6 +155,12 @@ def test_a_bad_columnar_body_is_a_422_naming_field_and_row(make_app, companydata
         ('{"idx": [1], "attr_a": [1], "attr_b": ["c"], "scd_a": [Infinity], "scd_b": [3]}', 400, "body"),
         ('{"idx": [1], "attr_a": [1], "attr_b": ["c"], "scd_a": [-Infinity], "scd_b": [3]}', 400, "body"),
         ('{"idx": [1], "attr_a": [1], "attr_b": ["c"], "scd_a": [1e400], "scd_b": [3]}', 422, "scd_a[0]"),
+        (  # an integer wider than any double beside a float: once a 500 (OverflowError)
+            '{"idx": [1, 2], "attr_a": [1, 1], "attr_b": ["c", "c"], "scd_a": [1%s, 0.5], "scd_b": [3, 3]}'
+            % ("0" * 400),
+            422,
+            "scd_a[0]",
+        ),
         ("[" * 100_000 + "]" * 100_000, 400, "body"),  # deeper than the parser goes: no 500
         ('{"idx": [1], "attr_a": [1], "attr_b": ["c"], "scd_a": [0.5], "scd_b": [3]', 400, "body"),
     ],
@@ -163,7 +169,7 @@ def test_hostile_columnar_bodies_are_refused_not_crashed_on(client, companydata,
     response = client.post("/predict/batch", data=raw, content_type="application/json")
     assert response.status_code == status, response.json
     assert response.json["details"][0]["field"] == field
-    assert logger.flush() and companydata.query("SELECT count(*) FROM predictions") == [(0,)]
+    assert logger.flush() and companydata.query("SELECT count(*) FROM prediction_log") == [(0,)]
 
 
 def test_a_huge_body_is_refused_by_size_and_a_long_one_by_rows(make_app) -> None:
@@ -192,7 +198,7 @@ def test_reject_names_the_columnar_rows_and_features(make_app, companydata, logg
         "field": "attr_a[1]",
         "problem": "client idx 11: attr_a=9 outside [1, 5] seen in training",
     } in response.json["details"]
-    assert logger.flush() and companydata.query("SELECT count(*) FROM predictions") == [(0,)]
+    assert logger.flush() and companydata.query("SELECT count(*) FROM prediction_log") == [(0,)]
 
 
 def test_the_openapi_document_describes_both_bodies_and_both_answers(client) -> None:

@@ -49,5 +49,5 @@ def test_empty_feature_cells_flow_from_the_raw_files_to_a_served_prediction(comp
     answer = client.post("/predict", json=body)
     assert answer.status_code == 200 and answer.json["model_version"] == holder.model.version_
     assert logger.flush()
-    assert companydata.query("SELECT features->'attr_a' FROM predictions") == [(None,)]
+    assert companydata.query("SELECT features->'attr_a' FROM prediction_log") == [(None,)]
     assert version.name == holder.model.version_ or (models / "champion.json").exists()

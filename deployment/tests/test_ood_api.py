@@ -21,7 +21,7 @@ UNSEEN = {**FEATURES, "attr_b": "zz"}
 
 
 def logged(db) -> list[tuple]:
-    return db.query("SELECT client_idx, in_distribution, ood_reasons FROM predictions ORDER BY client_idx")
+    return db.query("SELECT client_idx, in_distribution, ood_reasons FROM prediction_log ORDER BY client_idx")
 
 
 def test_an_ordinary_request_is_in_distribution(client) -> None:

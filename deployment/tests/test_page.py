@@ -41,7 +41,7 @@ def test_the_form_shows_label_and_probability_and_the_prediction_is_logged(page,
     expected = trained.predict_proba(pd.DataFrame([{"attr_a": 5, "attr_b": "d", "scd_a": 0.7, "scd_b": 5}]))[0, 1]
     assert abs(probability - expected) < 0.0005
     deadline = time.monotonic() + 30
-    while companydata.query("SELECT label FROM predictions WHERE client_idx = 4242") != [(int(label),)]:
+    while companydata.query("SELECT label FROM prediction_log WHERE client_idx = 4242") != [(int(label),)]:
         assert time.monotonic() < deadline
         time.sleep(0.1)
 

@@ -52,7 +52,7 @@ def test_the_api_serves_a_second_model_with_its_own_features(toy_client, logger,
     batch = toy_client.post("/predict/batch", json=[{"idx": 3, "features": {"age": 1, "plan": "basic"}}])
     assert batch.status_code == 200 and batch.json["predictions"][0]["label"] == 0
     assert logger.flush()
-    assert companydata.query("SELECT client_idx, features FROM predictions ORDER BY client_idx") == [
+    assert companydata.query("SELECT client_idx, features FROM prediction_log ORDER BY client_idx") == [
         (1, {"age": 40, "plan": "gold"}),
         (2, {"age": 0, "plan": "platinum"}),
         (3, {"age": 1, "plan": "basic"}),
@@ -109,9 +109,9 @@ def test_the_production_wiring_serves_it_by_configuration(companydata, plan_mode
             answer = json.loads(response.read())
     assert answer["label"] == 1 and answer["model_version"] == registry.champion(plan_models)
     wait_until(
-        lambda: companydata.query("SELECT features FROM predictions WHERE client_idx = 7") != [],
+        lambda: companydata.query("SELECT features FROM prediction_log WHERE client_idx = 7") != [],
         what="the prediction to be logged",
     )
-    assert companydata.query("SELECT features FROM predictions WHERE client_idx = 7") == [
+    assert companydata.query("SELECT features FROM prediction_log WHERE client_idx = 7") == [
         ({"age": 10, "plan": "gold"},)
     ]

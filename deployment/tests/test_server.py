@@ -31,7 +31,7 @@ def test_example_request_prints_a_label_and_a_row_appears(server, companydata) -
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] in ("label: 0", "label: 1")
     deadline = time.monotonic() + 30
-    while companydata.query("SELECT count(*) FROM predictions WHERE client_idx = 150000") != [(1,)]:
+    while companydata.query("SELECT count(*) FROM prediction_log WHERE client_idx = 150000") != [(1,)]:
         assert time.monotonic() < deadline, "prediction not logged"
         time.sleep(0.1)
 
@@ -76,12 +76,12 @@ def test_new_version_is_picked_up_under_load_without_a_failed_request(server, co
     assert versions[0] == old and versions[-1] == new and set(versions) == {old, new}
     # Every answered request is logged exactly once (the workers flush as they go).
     deadline = time.monotonic() + 30
-    while (logged := companydata.query("SELECT count(*) FROM predictions")[0][0]) < len(results):
+    while (logged := companydata.query("SELECT count(*) FROM prediction_log")[0][0]) < len(results):
         assert time.monotonic() < deadline, f"{logged} of {len(results)} logged"
         time.sleep(0.2)
     time.sleep(0.5)
-    assert companydata.query("SELECT count(*), count(DISTINCT client_idx) FROM predictions") == [(len(results),) * 2]
-    assert {v for (v,) in companydata.query("SELECT DISTINCT model_version FROM predictions")} == {old, new}
+    assert companydata.query("SELECT count(*), count(DISTINCT client_idx) FROM prediction_log") == [(len(results),) * 2]
+    assert {v for (v,) in companydata.query("SELECT DISTINCT model_version FROM prediction_log")} == {old, new}
 
 
 def metric_value(text: str, sample: str) -> float:

@@ -192,3 +192,27 @@ def test_the_walk_is_compiled_once_single_threaded_and_releases_the_gil() -> Non
     assert kernel is compiled.kernel()
     assert kernel.targetoptions.get("nogil") is True and not kernel.targetoptions.get("parallel")
     assert len(kernel.signatures) == 1
+
+
+def test_a_single_row_scores_in_plain_python_as_the_batch_does(engine, fitted) -> None:
+    """`proba_one` (a request's row, the table read in plain Python) gives the batch's float for
+    every odd row, from arrays or lists, and stays out of the way where it does not apply: more
+    rows, a missing feature, columns of different lengths, the walk."""
+    frame = odd_rows(engine)
+    expected = sklearn_p(fitted, frame)
+    columns = compiled.columns_of(frame, engine.features)
+    for i in range(len(frame)):
+        one = {n: c[i : i + 1] for n, c in columns.items()}
+        got = engine.proba_one(one)
+        if isinstance(engine.method, Table):
+            assert isinstance(got, float) and got == expected[i]
+            assert engine.proba_one({n: list(c) for n, c in one.items()}) == expected[i]
+        else:
+            assert got is None
+        assert engine.proba(one).dtype == np.float64 and engine.proba(one)[0] == expected[i]
+    assert engine.proba_one({n: c[:2] for n, c in columns.items()}) is None
+    assert engine.proba_one({n: c[:1] for n, c in list(columns.items())[1:]}) is None
+    uneven = {n: c[:1] for n, c in columns.items()} | {engine.features[-1]: columns[engine.features[-1]][:2]}
+    assert engine.proba_one(uneven) is None
+    with pytest.raises(CompileError, match="feature columns differ in length"):
+        engine.proba(uneven)

@@ -76,7 +76,7 @@ def test_predict_with_logging_records_label_probability_and_version(companydata,
     label = model.predict_with_logging(150000, pd.DataFrame([features]))
     expected = model.predict_proba(pd.DataFrame([features]))[0, 1]
     assert model.prediction_logger.flush()
-    assert companydata.query("SELECT client_idx, label, probability, model_version, features FROM predictions") == [
+    assert companydata.query("SELECT client_idx, label, probability, model_version, features FROM prediction_log") == [
         (150000, label, pytest.approx(expected), model.version_, features)
     ]
     model.prediction_logger.close()
@@ -91,7 +91,7 @@ def test_prediction_survives_a_logging_outage(companydata, fitted) -> None:
     finally:
         companydata.cluster.start(fast=True)
     assert fitted.prediction_logger.flush(timeout=30)
-    assert companydata.query("SELECT count(*) FROM predictions") == [(1,)]
+    assert companydata.query("SELECT count(*) FROM prediction_log") == [(1,)]
     fitted.prediction_logger.close()
     fitted.prediction_logger = None
 
@@ -129,6 +129,25 @@ def test_both_paths_score_the_same_odd_inputs(compiled_model) -> None:
     assert plain.engine_ is None and plain.scoring()["path"] == "scikit-learn"
     for got in (plain.predict_labels_and_probabilities(frame), plain.score_columns(columns)):
         assert np.array_equal(got[1], expected) and np.array_equal(got[0], served[0])
+
+
+def test_one_row_at_a_time_scores_as_the_batch(compiled_model) -> None:
+    """A request's row (`score_columns` on one row: the table read in plain Python) gets the
+    batch's label and probability, as int64 and float64 arrays, with or without the compiled
+    scorer, and at the decision threshold itself."""
+    rows = odd_frame().replace({np.nan: None}).to_dict("records")
+    schema = compiled_model.feature_schema
+    labels, p = compiled_model.score_columns(schema.columns(rows))
+    plain = copy.deepcopy(compiled_model)
+    for i, row in enumerate(rows):
+        for model in (compiled_model, plain):
+            one_labels, one_p = model.score_columns(schema.columns([row]))
+            assert one_labels.dtype == np.int64 and one_p.dtype == np.float64
+            assert one_labels.tolist() == [labels[i]] and one_p.tolist() == [p[i]]
+    at = copy.copy(compiled_model)
+    at.threshold_ = float(p[1])  # a probability equal to the threshold is labelled 1
+    assert at.score_columns(schema.columns([rows[1]]))[0].tolist() == [1]
+    assert at.score_columns(schema.columns(rows))[0][1] == 1
 
 
 def test_both_paths_score_every_split_threshold_and_its_neighbours_alike(compiled_model) -> None:

@@ -72,15 +72,19 @@ def test_each_call_logs_exactly_one_row(companydata, model, logger) -> None:
     ) == [(25, 25, 25)]
 
 
-def test_batch_call_returns_labels_and_logs_each_row(companydata, model, logger) -> None:
+def test_batch_call_returns_labels_and_logs_the_request_as_one_batch_row(companydata, model, logger) -> None:
     frame = pd.DataFrame([{**ROW, "attr_a": 1, "scd_a": float("nan")}, ROW])
     labels = model.predict_with_logging([7, 8], frame)
     assert labels.tolist() == [0, 1]
     assert logger.flush()
-    assert companydata.query("SELECT client_idx, label, features->'scd_a' FROM predictions ORDER BY client_idx") == [
-        (7, 0, None),  # NaN is stored as JSON null
-        (8, 1, 0.55),
+    assert companydata.query(
+        "SELECT source, batch_row, client_idx, label, features->'scd_a' FROM prediction_log ORDER BY client_idx"
+    ) == [
+        ("batch", 1, 7, 0, None),  # NaN is stored as JSON null
+        ("batch", 2, 8, 1, 0.55),
     ]
+    assert companydata.query("SELECT count(*) FROM predictions") == [(0,)]
+    assert companydata.query("SELECT rows, client_idx FROM prediction_batches") == [(2, [7, 8])]
 
 
 def test_idx_and_rows_must_match(model) -> None:
@@ -123,7 +127,7 @@ def test_with_probability_returns_what_was_logged(companydata, model, logger) ->
     labels, probabilities = model.predict_with_logging([4, 5], pd.DataFrame([ROW, ROW]), with_probability=True)
     assert labels.tolist() == [1, 1] and probabilities.tolist() == [1.0, 1.0]
     assert logger.flush()
-    assert companydata.query("SELECT count(*), sum(probability) FROM predictions") == [(3, 3.0)]
+    assert companydata.query("SELECT count(*), sum(probability) FROM prediction_log") == [(3, 3.0)]
 
 
 @pytest.fixture
@@ -198,7 +202,7 @@ def test_each_logged_prediction_carries_its_verdict(companydata, gated, model, l
     assert gated.predict_with_logging([1, 2, 3], frame).tolist() == [1, 1, 1]
     model.predict_with_logging(4, pd.DataFrame([ROW]))  # a model without a gate
     assert logger.flush()
-    rows = companydata.query("SELECT client_idx, in_distribution, ood_reasons FROM predictions ORDER BY client_idx")
+    rows = companydata.query("SELECT client_idx, in_distribution, ood_reasons FROM prediction_log ORDER BY client_idx")
     assert rows == [
         (1, True, []),
         (2, False, ["attr_a=50 outside [1, 5] seen in training"]),
@@ -214,7 +218,7 @@ def test_verdicts_given_by_the_caller_are_logged_as_given(companydata, gated, lo
     with pytest.raises(ValueError, match="1 verdicts for 2 feature rows"):
         gated.predict_with_logging([7, 8], frame, validated=True, verdicts=verdicts[:1])
     assert logger.flush()
-    assert companydata.query("SELECT client_idx, in_distribution FROM predictions ORDER BY client_idx") == [
+    assert companydata.query("SELECT client_idx, in_distribution FROM prediction_log ORDER BY client_idx") == [
         (5, True),
         (6, False),
     ]
@@ -232,7 +236,7 @@ def test_validated_columns_take_the_same_logged_path_without_a_frame(companydata
     assert gated.predict_with_logging(4, SCHEMA.columns([ROW]), validated=True) == 1  # one row: its label
     assert logger.flush()
     assert companydata.query(
-        "SELECT client_idx, label, features, api_key, in_distribution FROM predictions ORDER BY client_idx"
+        "SELECT client_idx, label, features, api_key, in_distribution FROM prediction_log ORDER BY client_idx"
     ) == [
         (1, 1, ROW, "k", True),
         (2, 1, {**ROW, "attr_a": 50, "scd_a": None}, "k", False),

@@ -5,8 +5,10 @@ its file."""
 from __future__ import annotations
 
 import bisect
+import copy
 import io
 import json
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -364,3 +366,133 @@ def test_the_reference_sample_keeps_its_types(tmp_path) -> None:
     read = ood.read_reference(path, ood.reference_columns(CUSTOMER, frame))
     pd.testing.assert_frame_equal(read, frame, check_dtype=False)
     assert read["attr_b"].tolist()[0] == "NA" and read["label"].dtype == "int64"
+
+
+# --- the early forest verdict against the full sum ---------------------------------------------
+
+
+def at_the_threshold(gate: OODGate, rows: list[dict], feature: str, per_row: int = 2) -> list[dict]:
+    """Rows whose forest score sits right at the gate's threshold: along `feature`, each row's
+    values on both sides of every place where its score crosses the threshold, found by
+    bisection down to neighbouring floats (and those neighbours' neighbours)."""
+    f = next(f for f in gate._features if f.name == feature)
+    grid = np.linspace(f.low, f.high, 200)
+    out = []
+    for row in rows:
+        frame = CUSTOMER.validate(pd.DataFrame([{**row, feature: v} for v in grid]))
+        above = gate.scores(frame) > gate.threshold
+        for i in np.flatnonzero(above[1:] != above[:-1])[:per_row].tolist():
+            low, high = float(grid[i]), float(grid[i + 1])
+            while np.nextafter(low, np.inf) < high:
+                middle = low + (high - low) / 2
+                if middle in (low, high):
+                    break
+                score = gate.scores(CUSTOMER.validate(pd.DataFrame([{**row, feature: middle}])))[0]
+                if (score > gate.threshold) == above[i]:
+                    low = middle
+                else:
+                    high = middle
+            for v in (np.nextafter(low, -np.inf), low, high, np.nextafter(high, np.inf)):
+                out.append({**row, feature: float(v)})
+    return out
+
+
+def columns_of(schema: FeatureSchema, rows: list[dict]) -> dict[str, np.ndarray]:
+    return {
+        f.name: np.array([r[f.name] for r in rows], dtype=object if f.kind == "category" else np.float64)
+        for f in schema
+    }
+
+
+def test_early_verdicts_equal_the_full_sum_at_the_threshold_and_on_odd_rows(gate, split) -> None:
+    """The compiled check stops walking a row's trees once the forest's verdict is certain; on
+    rows whose score sits at the threshold (on both sides of where it crosses it, and, with
+    the threshold moved onto their scores, equal to it or one float away), on odd values
+    (infinities, huge, unseen, missing, bin edges) and on ordinary rows its verdicts and
+    reasons must be the full sum's (`reference_verdicts`: every tree walked node by node and
+    summed in order), in a batch and row by row."""
+    typical = CUSTOMER.validate(split[1]).head(300).to_dict("records")
+    frame = CUSTOMER.validate(split[1])
+    closest = np.argsort(np.abs(gate.scores(frame) - gate.threshold))[:20]
+    edge = at_the_threshold(gate, frame.iloc[closest].to_dict("records"), "scd_a")
+    scores = gate.scores(CUSTOMER.validate(pd.DataFrame(edge)))
+    assert (scores > gate.threshold).any() and (scores <= gate.threshold).any()
+    infinite = [{**ORDINARY, "scd_a": v} for v in (np.inf, -np.inf)] + [{**ORDINARY, "attr_a": -np.inf}]
+    rows = typical + edge + odd_rows(gate, CUSTOMER, ORDINARY, seed=11) + infinite
+    gates = [gate]
+    for score in np.unique(scores)[::5][:4].tolist():  # the threshold on a row's score, and a float either side
+        for threshold in (score, np.nextafter(score, -np.inf), np.nextafter(score, np.inf)):
+            detector = {**gate.spec["detector"], "threshold": float(threshold)}
+            gates.append(OODGate({**gate.spec, "detector": detector}, gate.forest, gate.cells))
+            assert (np.abs(scores - threshold) < 1e-9).any()
+    columns = columns_of(CUSTOMER, rows)
+    singles = [{n: c[i : i + 1] for n, c in columns.items()} for i in range(len(rows))]
+    for g in gates:
+        expected = reference_verdicts(g, rows)
+        assert g.check_columns(columns) == expected
+        assert g.out_of_distribution(columns).tolist() == [v.in_distribution is False for v in expected]
+        assert [g.check_columns(one)[0] for one in singles] == expected
+        assert [g.out_of_distribution(one)[0] for one in singles] == [v.in_distribution is False for v in expected]
+
+
+def test_most_rows_stop_early_and_a_flagged_row_keeps_its_exact_score(gate, split) -> None:
+    """Without reasons to write, most ordinary rows leave the forest before its last tree (their
+    score is never completed: NaN); a row the forest flags still states the full sum's score."""
+    columns = columns_of(CUSTOMER, CUSTOMER.validate(split[1]).to_dict("records"))
+    _, out, scores = gate._run(columns, False)
+    assert np.isnan(scores).mean() > 0.9 and gate._parts(out)[0].any()
+    _, out, scores = gate._run(columns, True)
+    full = gate.scores(CUSTOMER.validate(split[1]))
+    forest = full > gate.threshold
+    assert np.array_equal(scores[forest], full[forest])  # bit for bit
+
+
+@pytest.mark.parametrize("threshold", [1.0, 2.0, 1e-300, 0.0, float("nan")])
+def test_any_threshold_gets_the_full_sums_verdicts(gate, split, threshold) -> None:
+    """At thresholds no score exceeds, every score exceeds, or none that early verdicts can use
+    (0, NaN: every row is summed in full) the verdicts are the reference's all the same."""
+    moved = OODGate(
+        {**gate.spec, "detector": {**gate.spec["detector"], "threshold": threshold}}, gate.forest, gate.cells
+    )
+    rows = CUSTOMER.validate(split[1]).head(150).to_dict("records") + odd_rows(gate, CUSTOMER, ORDINARY, seed=2)[:150]
+    expected = reference_verdicts(moved, rows)
+    columns = columns_of(CUSTOMER, rows)
+    assert moved.check_columns(columns) == expected
+    assert moved.out_of_distribution(columns).tolist() == [v.in_distribution is False for v in expected]
+
+
+def test_one_row_checks_in_many_threads_at_once_stay_apart(gate, split) -> None:
+    """A row alone is judged in arrays its thread keeps: threads checking different rows at the
+    same time each get their own row's verdict."""
+    import threading
+
+    rows = CUSTOMER.validate(split[1]).head(60).to_dict("records") + odd_rows(gate, CUSTOMER, ORDINARY, seed=4)[:60]
+    expected = reference_verdicts(gate, rows)
+    columns = [columns_of(CUSTOMER, [row]) for row in rows]
+    failures: list[int] = []
+
+    def judge(offset: int) -> None:
+        for _ in range(20):
+            for i in range(offset, len(rows), 4):
+                if gate.check_columns(columns[i]) != [expected[i]]:
+                    failures.append(i)
+
+    threads = [threading.Thread(target=judge, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    twin = pickle.loads(pickle.dumps(gate))  # copies and pickles leave the thread's arrays behind
+    assert [twin.check_columns(c)[0] for c in columns] == expected == copy.deepcopy(gate).check(rows)
+
+
+def test_one_row_of_lists_with_none_is_judged_as_its_row(gate) -> None:
+    """Columns as lists (None for a missing number or category) take the one-row path too."""
+    for row in (
+        {"attr_a": None, "attr_b": None, "scd_a": None, "scd_b": 3},
+        {"attr_a": 9, "attr_b": "zz", "scd_a": None, "scd_b": None},
+    ):
+        columns = {name: [value] for name, value in row.items()}
+        assert gate.check_columns(columns) == gate.check([row]) == reference_verdicts(gate, [row])
+        assert gate.out_of_distribution(columns).tolist() == [gate.check([row])[0].in_distribution is False]

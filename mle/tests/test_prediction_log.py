@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import time
 import uuid
 
@@ -12,11 +13,15 @@ from prometheus_client import REGISTRY
 
 from machine_learning_engineering.ood import Finding, Verdict
 from machine_learning_engineering.prediction_log import (
+    BatchRecord,
     PredictionLogger,
     PredictionRecord,
     _uuid7_hex,
+    batch_copy_binary,
     copy_text,
+    features_columns_json,
     features_json,
+    loads,
 )
 from testkit import localdb
 from testkit.fixtures import wait_until
@@ -267,10 +272,21 @@ def test_verdicts_travel_through_the_spool(companydata, tmp_path) -> None:
     writer.close()
 
 
+def apply_bootstrap_file(db, name: str) -> None:
+    """A bootstrap file applied by hand, as docs/monitoring.md says (psql: the file may hold meta-commands)."""
+    done = subprocess.run(
+        ["psql", "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-q", "-U", "admin", "-d", localdb.DATABASE,
+         "-f", str(localdb.INIT_DIR / name)],
+        env=db.cluster.psql_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
 def test_a_database_made_before_the_gate_columns_holds_the_records_until_70_ood_sql(companydata) -> None:
     """An old database volume never ran 70-ood.sql: the log buffers (an outage, named), nothing
     is dead-lettered or lost, and the records land once the file is applied. Twice is harmless."""
     migration = (localdb.INIT_DIR / "70-ood.sql").read_text()
+    companydata.query("DROP VIEW prediction_log")  # older still than 95-prediction-batches.sql's view
     companydata.query("ALTER TABLE predictions DROP COLUMN in_distribution, DROP COLUMN ood_reasons")
     try:
         logger = PredictionLogger(companydata.settings("mle"), max_backoff=0.05, unready_after=0.1)
@@ -284,6 +300,7 @@ def test_a_database_made_before_the_gate_columns_holds_the_records_until_70_ood_
         companydata.query(migration)
     finally:
         companydata.query(migration)  # idempotent: restores the columns whatever happened
+        apply_bootstrap_file(companydata, "95-prediction-batches.sql")  # and the view
     assert logger.flush(timeout=30)
     assert count(companydata) == 4 and logger.health()["state"] == "ok"
     assert companydata.query(
@@ -401,3 +418,209 @@ def test_more_records_than_the_buffer_holds_wait_for_the_writer_instead_of_spool
     }
     assert count(companydata) == 400 and not (tmp_path / "spool").exists()
     logger.close()
+
+
+# -- batch records: a request of many rows is one row of prediction_batches ---------------------
+
+
+def batch_columns(n: int) -> dict[str, np.ndarray]:
+    return {
+        "attr_a": np.arange(n) % 5 + 1.0,
+        "attr_b": np.array(["c", None, "é\t"] * (n // 3) + ["c"] * (n % 3), dtype=object),
+        "scd_a": np.where(np.arange(n) % 4 == 0, np.nan, np.linspace(0, 1, n)),
+        "scd_b": np.arange(n) % 3 + 0.5 * (np.arange(n) % 2),
+    }
+
+
+def batch_verdicts(n: int) -> list[Verdict]:
+    flagged = Verdict(False, (Finding(("attr_a",), "attr_a out of range"),))
+    return [flagged if i % 7 == 6 else Verdict(True) for i in range(n)]
+
+
+def batch_record(n: int, start: int = 0, *, gated: bool = True) -> BatchRecord:
+    """A request of n rows as the API logs it (every 7th row flagged)."""
+    idx = np.arange(start, start + n)
+    verdicts = batch_verdicts(n) if gated else None
+    return BatchRecord.from_columns(idx, idx % 2, np.linspace(0, 1, n), "v1", batch_columns(n), KINDS, "key", verdicts)
+
+
+def logged_rows(db) -> list[tuple]:
+    return db.query(
+        "SELECT source, batch_row, client_idx, label, probability, features, in_distribution, ood_reasons"
+        " FROM prediction_log ORDER BY client_idx"
+    )
+
+
+def test_a_batch_is_one_row_and_the_view_shows_each_prediction_as_a_single_row_would_be(companydata) -> None:
+    batch = batch_record(10, start=100)
+    singles = [  # the same predictions, each logged alone
+        PredictionRecord.from_columns(
+            [batch.client_idx[i]],
+            batch.label[i : i + 1],
+            batch.probability[i : i + 1],
+            "v1",
+            {name: values[i : i + 1] for name, values in batch_columns(10).items()},
+            KINDS,
+            "key",
+            batch_verdicts(10)[i : i + 1],
+        )[0]
+        for i in range(10)
+    ]
+    logger = PredictionLogger(companydata.settings("mle"))
+    logger.log([batch, batch_record(3, start=500, gated=False)])
+    assert logger.flush()
+    assert companydata.query("SELECT rows FROM prediction_batches ORDER BY rows") == [(3,), (10,)]
+    assert companydata.query("SELECT count(*) FROM predictions") == [(0,)]
+    rows = logged_rows(companydata)
+    assert len(rows) == 13 and logger.stats()["written"] == 13
+    assert [r[:2] for r in rows[:10]] == [("batch", i) for i in range(1, 11)]
+    assert rows[6][6:] == (False, ["attr_a out of range"]) and rows[5][6:] == (True, [])
+    assert rows[10][6:] == (None, None)  # no verdicts: no gate, no reasons
+    # The same predictions logged one row each read back identically through the view.
+    companydata.query("TRUNCATE prediction_batches")
+    logger.log(singles)
+    assert logger.flush()
+    assert [r[2:] for r in logged_rows(companydata)] == [r[2:] for r in rows[:10]]
+    logger.close()
+
+
+def test_batch_features_are_written_as_single_rows_write_them() -> None:
+    columns = {
+        "attr_a": np.array([1.0, np.nan, -(2.0**31), 1e20]),
+        "attr_b": np.array(["c", None, 'quo"te\\ \t\n é', float("nan")], dtype=object),
+        "scd_a": np.array([0.1 + 0.2, np.nan, 5.0, -0.0]),
+        "scd_b": np.array([3.0, 4.0, np.nan, 0.0]),
+    }
+    whole = json.loads(features_columns_json(columns, KINDS))
+    assert [{k: whole[k][i] for k in KINDS} for i in range(4)] == [json.loads(r) for r in features_json(columns, KINDS)]
+    assert features_columns_json({"attr_a": np.array([1.0, 2.0])}, {"attr_a": "integer"}) == '{"attr_a":[1,2]}'
+
+
+def test_a_batch_written_twice_lands_once_and_beside_new_ones(companydata) -> None:
+    logger = PredictionLogger(companydata.settings("mle"))
+    first, second = batch_record(20), batch_record(20, start=20)
+    logger.log([first])
+    assert logger.flush()
+    logger.log([first, second, *records(3, start=900)])  # a retry after an ambiguous failure, and new records
+    assert logger.flush()
+    assert companydata.query("SELECT count(*), count(DISTINCT batch_id) FROM prediction_batches") == [(2, 2)]
+    assert companydata.query("SELECT count(*), count(DISTINCT client_idx) FROM prediction_log") == [(43, 43)]
+    assert logger.stats()["dead_lettered"] == 0 and logger.stats()["failures"] == 0
+    logger.close()
+
+
+def test_a_batch_with_arrays_of_another_length_is_refused_and_dead_lettered_alone(companydata) -> None:
+    bad = batch_record(5)._replace(label=np.zeros(4, dtype=np.int64))
+    logger = PredictionLogger(companydata.settings("mle"))
+    logger.log([batch_record(5, start=10), bad, *records(3, start=100), batch_record(6, start=20)])
+    assert logger.flush()
+    assert companydata.query("SELECT count(*) FROM prediction_log") == [(5 + 3 + 6,)]
+    letters = companydata.query("SELECT prediction_id, record, error FROM prediction_dead_letters")
+    assert len(letters) == 1 and letters[0][0] == bad.batch_id
+    assert "prediction_batches_check1" in letters[0][2] and "CheckViolation" in letters[0][2]
+    kept = loads(letters[0][1])
+    assert (
+        isinstance(kept, BatchRecord) and kept.label.tolist() == [0] * 4 and kept.client_idx.tolist() == list(range(5))
+    )
+    assert logger.stats()["dead_lettered"] == 5 and logger.stats()["written"] == 14
+    logger.close()
+
+
+def test_buffer_capacity_counts_rows_and_batches_spool_and_replay_exactly_once(companydata, tmp_path) -> None:
+    spool = tmp_path / "spool"
+    logger = PredictionLogger(companydata.settings("mle"), capacity=100, max_backoff=0.2, spool_dir=spool)
+    logger.log([batch_record(10)])
+    assert logger.flush()
+    companydata.cluster.stop()
+    try:
+        logger.log([batch_record(60, start=100), *records(5, start=300)])
+        assert logger.stats()["pending"] == 65 and logger.health()["buffered"] == 65
+        logger.log([batch_record(60, start=200)])  # 125 rows > 100: the oldest half goes to the spool
+        assert logger.stats()["spooled"] >= 50 and list(spool.glob("*.jsonl"))
+        logger.close(timeout=0.2)  # the rest too
+        assert logger.stats()["spooled"] == 125 and logger.stats()["dropped"] == 0
+    finally:
+        companydata.cluster.start(fast=True)
+    replayer = PredictionLogger(companydata.settings("mle"), spool_dir=spool)
+    replayer.start()
+    wait_until(lambda: not list(spool.glob("*.jsonl")), what="the replay")
+    assert replayer.stats()["replayed"] == 125
+    assert companydata.query("SELECT count(*), count(DISTINCT client_idx) FROM prediction_log") == [(135, 135)]
+    replayer.close()
+
+
+def test_a_database_made_before_prediction_batches_holds_batches_until_95_is_applied(companydata) -> None:
+    companydata.query("DROP VIEW prediction_log")
+    companydata.query("DROP TABLE prediction_batches")
+    try:
+        logger = PredictionLogger(companydata.settings("mle"), max_backoff=0.05, unready_after=0.1)
+        logger.start()
+        wait_until(lambda: logger.health()["state"] == "failing", what="the probe to see the missing table")
+        assert "95-prediction-batches.sql" in logger.health()["last_error"]
+        logger.log([batch_record(8)])
+        assert not logger.flush(timeout=0.3)
+        assert "95-prediction-batches.sql" in logger.health()["last_error"]
+        assert logger.stats()["dead_lettered"] == 0 and logger.stats()["pending"] == 8
+    finally:
+        apply_bootstrap_file(companydata, "95-prediction-batches.sql")
+    apply_bootstrap_file(companydata, "95-prediction-batches.sql")  # twice: changes nothing
+    assert logger.flush(timeout=30)
+    assert companydata.query("SELECT count(*) FROM prediction_log") == [(8,)] and logger.health()["state"] == "ok"
+    logger.close()
+
+
+def test_binary_copy_encodes_what_postgresql_reads_back(companydata) -> None:
+    record = batch_record(4)._replace(in_distribution=[True, None, False, True], probability=None, api_key=None)
+    logger = PredictionLogger(companydata.settings("mle"))
+    logger.log([record])
+    assert logger.flush()
+    got = companydata.query(
+        "SELECT batch_id::text, model_version, api_key, predicted_at = %s::timestamptz, rows, client_idx, label,"
+        " probability, in_distribution FROM prediction_batches",
+        (record.predicted_at,),
+    )
+    assert got == [(str(uuid.UUID(record.batch_id)), "v1", None, True, 4, [0, 1, 2, 3], [0, 1, 0, 1], None,
+                    [True, None, False, True])]  # fmt: skip
+    assert batch_copy_binary([]).startswith(b"PGCOPY\n\xff\r\n\x00")
+    logger.close()
+
+
+def test_batch_records_share_transactions_up_to_batch_rows(companydata) -> None:
+    """One commit per request would hold logged batches to the commits a second the database
+    makes: records ride together, up to `batch_rows` predictions (logged_at is the transaction's time)."""
+    logger = PredictionLogger(companydata.settings("mle"), batch_rows=250)
+    logger.log([batch_record(100, start=i * 100) for i in range(6)])
+    assert logger.flush()
+    assert companydata.query("SELECT count(DISTINCT logged_at), count(*) FROM prediction_batches") == [(2, 6)]
+    logger.close()
+
+
+def test_a_batch_with_text_utf8_cannot_hold_is_dead_lettered_whole_and_the_log_goes_on(companydata) -> None:
+    columns = batch_columns(4)
+    columns["attr_b"] = np.array(["c", "lone \ud800 surrogate", None, "c"], dtype=object)
+    bad = BatchRecord.from_columns(np.arange(4), np.zeros(4, int), None, "v1", columns, KINDS, None, batch_verdicts(4))
+    logger = PredictionLogger(companydata.settings("mle"))
+    logger.log([bad, batch_record(3, start=10)])
+    assert logger.flush()
+    assert companydata.query("SELECT count(*) FROM prediction_log") == [(3,)]
+    (letter,) = companydata.query("SELECT record, error FROM prediction_dead_letters")
+    assert letter[1].startswith("UnicodeEncodeError") and loads(letter[0]).features == bad.features
+    logger.close()
+
+
+def test_a_one_row_request_writes_its_features_as_the_column_writer_does() -> None:
+    """/predict's straight path (one orjson call) and the column-wise one agree value for value."""
+    odd = [
+        (1.0, "c", 0.1 + 0.2, 3.0),
+        (np.nan, None, np.nan, np.inf),
+        (-(2.0**31), 'quo"te\\ \t\n é', -0.0, 2.5),
+        (1e20, float("nan"), 1e-7, -np.inf),
+        (2.0**63, "lone \ud800", 5e300, 0.0),
+    ]
+    for values in odd:
+        columns = {
+            name: np.array([value], dtype=object if name == "attr_b" else float)
+            for name, value in zip(KINDS, values, strict=True)
+        }
+        (one,) = PredictionRecord.from_columns([1], np.array([0]), None, "v", columns, KINDS, None, [Verdict(True)])
+        assert json.loads(one.features) == json.loads(features_json(columns, KINDS)[0]), values

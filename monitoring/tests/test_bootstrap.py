@@ -18,6 +18,8 @@ from testkit.fixtures import TestDatabase
 
 TABLES = (
     "predictions",
+    "prediction_batches",
+    "prediction_log",  # the view over both (95-prediction-batches.sql)
     "prediction_dead_letters",
     "batch_predictions",
     "api_keys",
@@ -87,6 +89,8 @@ def test_monitor_user_holds_exactly_the_privileges_of_its_job(loaded: TestDataba
         "schema public USAGE",
         "schema monitoring USAGE",  # the two functions' schema; nothing can be created there
         "predictions SELECT",
+        "prediction_batches SELECT",
+        "prediction_log SELECT",
         "batch_predictions SELECT",
         "monitoring_metrics SELECT",
         "monitoring_metrics INSERT",
@@ -121,6 +125,15 @@ REFUSALS = [
         " predicted_at) VALUES (gen_random_uuid(), 1, 1, 'v1', '{}', now())",
     ),
     ("delete-predictions", "DELETE FROM predictions"),
+    (
+        "insert-prediction_batches",
+        "INSERT INTO prediction_batches (batch_id, model_version, predicted_at, rows, client_idx, label, features)"
+        " VALUES (gen_random_uuid(), 'v1', now(), 1, '{1}', '{1}', '{}')",
+    ),
+    ("update-prediction_batches", "UPDATE prediction_batches SET label = '{0}'"),
+    ("delete-prediction_batches", "DELETE FROM prediction_batches"),
+    ("truncate-prediction_batches", "TRUNCATE prediction_batches"),
+    ("replace-prediction_log", "CREATE OR REPLACE VIEW prediction_log AS SELECT 1 AS source"),
     ("truncate-predictions", "TRUNCATE predictions"),
     ("read-api_keys", "SELECT key_hash FROM api_keys"),
     ("read-dead-letters", "SELECT * FROM prediction_dead_letters"),
@@ -191,6 +204,11 @@ def test_monitor_user_does_its_job(loaded: TestDatabase) -> None:
         " (gen_random_uuid(), 2000000, 0, 0.1, 'v1', '{}', '2026-03-04 13:00+00'),"
         " (gen_random_uuid(), 7, 0, 0.1, 'v1', '{}', '2026-03-05 13:00+00')"
     )
+    loaded.query(  # a logged batch (one row of prediction_batches): its clients count as requests
+        "INSERT INTO prediction_batches (batch_id, model_version, predicted_at, rows, client_idx, label, features)"
+        " VALUES (gen_random_uuid(), 'v1', '2026-03-04 14:00+00', 2, '{3,2000001}', '{1,0}', '{}'),"
+        " (gen_random_uuid(), 'v1', '2026-03-05 14:00+00', 1, '{8}', '{1}', '{}')"
+    )
     rows = attempt(loaded, "monitor", "SELECT * FROM monitoring.scored_features('2026-03-04', '2026-03-04')")
     assert sorted(r[0] for r in rows) == list(range(10))  # the scored clients, no one else
     expected = {
@@ -204,7 +222,11 @@ def test_monitor_user_does_its_job(loaded: TestDatabase) -> None:
     labels = attempt(
         loaded, "monitor", "SELECT * FROM monitoring.request_labels('2026-03-04 00:00+00', '2026-03-05 00:00+00')"
     )
-    assert labels == [(5, expected[5][4])]  # client 2000000 has no label yet; client 7 asked the next day
+    # clients 2000000 and 2000001 have no label yet; 7 and 8 were asked the next day
+    assert sorted(labels) == [(3, expected[3][4]), (5, expected[5][4])]
+    logged = attempt(loaded, "monitor", "SELECT source, client_idx FROM prediction_log ORDER BY client_idx")
+    assert logged == [("batch", 3), ("request", 5), ("request", 7), ("batch", 8), ("request", 2000000),
+                      ("batch", 2000001)]  # fmt: skip
     attempt(loaded, "monitor", METRIC, "DELETE FROM monitoring_metrics WHERE period_start = '2026-03-04'", METRIC)
     attempt(loaded, "monitor", ALERT, "UPDATE monitoring_alerts SET delivered_at = now(), attempts = attempts + 1")
     assert loaded.query("SELECT count(*) FROM monitoring_metrics") == [(1,)]
@@ -269,3 +291,39 @@ def test_production_refuses_the_default_monitor_password() -> None:
         "MONITOR_DB_PASSWORD is the documented default: set a password"
     ]
     assert ROLE_LOGINS["monitor"] == ("monitor_user", "MONITOR_DB_PASSWORD")
+
+
+def test_95_brings_an_older_database_to_what_a_new_one_has(companydata: TestDatabase) -> None:
+    """A volume made before 95-prediction-batches.sql (and after 80-monitoring.sh): applying the
+    file once gives the monitor what a new database gives it; 80 and 95 agree whichever ran last."""
+
+    def definition() -> list[tuple]:
+        return companydata.query(
+            "SELECT pg_get_functiondef('monitoring.request_labels(timestamptz, timestamptz)'::regprocedure),"
+            " pg_get_viewdef('prediction_log'),"
+            " has_table_privilege('monitor_user', 'prediction_batches', 'SELECT'),"
+            " has_table_privilege('monitor_user', 'prediction_log', 'SELECT'),"
+            " has_table_privilege('ds_user', 'prediction_log', 'SELECT'),"
+            " has_table_privilege('mle_user', 'prediction_batches', 'INSERT'),"
+            " has_table_privilege('mle_user', 'prediction_batches', 'SELECT')"
+        )
+
+    def run(*command: str) -> None:
+        done = subprocess.run(command, env=companydata.cluster.psql_env(), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+    new = definition()
+    apply_95 = ("psql", "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-q", "-U", "admin", "-d", localdb.DATABASE, "-f",
+                str(localdb.INIT_DIR / "95-prediction-batches.sql"))  # fmt: skip
+    companydata.query("DROP VIEW prediction_log")
+    companydata.query("DROP TABLE prediction_batches")
+    companydata.query(  # request_labels as the older 80-monitoring.sh made it
+        "CREATE OR REPLACE FUNCTION monitoring.request_labels(since timestamptz, until timestamptz)"
+        " RETURNS TABLE (client_idx bigint, label integer) LANGUAGE sql STABLE SECURITY DEFINER"
+        " SET search_path = pg_catalog, pg_temp AS $$ SELECT 1::bigint, 1 $$"
+    )
+    run(*apply_95)
+    assert definition() == new
+    run(*apply_95)  # twice: changes nothing
+    run("bash", str(localdb.INIT_DIR / "80-monitoring.sh"))
+    assert definition() == new

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +16,7 @@ import pytest
 from data_science.model import CustomerModel
 from machine_learning_engineering import registry
 from machine_learning_engineering.model import MLEModel
+from machine_learning_engineering.prediction_log import PredictionLogger
 from monitoring import NoChampion
 from monitoring.config import MonitorSettings
 from monitoring.job import run_report
@@ -23,7 +24,7 @@ from monitoring.metrics import read_period
 from monitoring.period import Period
 from testkit.fixtures import TestDatabase
 
-from .conftest import DAY, Receiver, feature_store, shift
+from .conftest import COLUMNS, DAY, Receiver, feature_store, shift
 
 PERIOD = Period.day(DAY)
 REQUESTS = 700  # above MONITOR_MIN_ROWS (500): judged
@@ -200,3 +201,23 @@ def test_the_batch_ood_rate_is_the_recorded_verdicts_and_the_gate_judges_only_ro
     loaded.query("UPDATE batch_predictions SET in_distribution = NULL WHERE partition_date = %s", (DAY,))
     judged = run_report(MonitorSettings.from_env(), PERIOD).reports["batch"]
     assert judged.value("ood_rows") == 3_000 and judged.value("ood_rate") < 0.05
+
+
+def test_a_request_logged_as_one_batch_row_is_read_as_its_predictions(
+    env: dict[str, str], loaded: TestDatabase, champion: MLEModel
+) -> None:
+    """/predict/batch logs a request of many rows as one row of prediction_batches: the report
+    reads it through prediction_log, one row per prediction, with each client's label."""
+    asked = feature_store(loaded).sample(n=REQUESTS, random_state=5)
+    logger = PredictionLogger(loaded.settings("mle"))
+    champion.prediction_logger = logger
+    try:
+        champion.predict_with_logging(asked["idx"].to_numpy(), asked[COLUMNS], api_key="batch-client")
+        assert logger.flush()
+    finally:
+        champion.prediction_logger = None
+        logger.close()
+    assert loaded.query("SELECT count(*), sum(rows) FROM prediction_batches") == [(1, REQUESTS)]
+    result = run_report(MonitorSettings.from_env(), Period.day(datetime.now(UTC).date()))
+    assert result.rows["requests"] == REQUESTS
+    assert result.reports["requests"].value("label_rows") == REQUESTS  # monitoring.request_labels saw the batch

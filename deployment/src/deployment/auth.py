@@ -31,7 +31,8 @@ class Guard:
 
     def caller(self) -> str | None:
         """Who asks: a key's name, TOKEN_NAME, or None on an open API; else 401 / 503."""
-        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        # The header straight from the WSGI environ (what `request.headers` reads, without its lookup).
+        scheme, _, credential = request.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
         presented = scheme.lower() == "bearer" and bool(credential)
         if presented:
             if self.api_token and hmac.compare_digest(credential.encode(), self.api_token.encode()):

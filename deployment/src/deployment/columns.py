@@ -13,9 +13,9 @@ used. A test holds the two to each other on generated bodies.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -91,15 +91,26 @@ def read_batch(body: Any, models: RequestModels, schema: FeatureSchema, max_reco
 def fast_records(body: list[Any], schema: FeatureSchema) -> tuple[list[int], dict[str, list[Any]]] | None:
     """(idx, values per feature) of records the request models accept as they are; None when
     anything is unusual (then they decide)."""
-    keys, names = {"idx", "features"}, set(schema.names)
-    if not all(type(record) is dict and record.keys() == keys for record in body):
+    # Every pass runs in C (map, itemgetter): a record costs a few hundred nanoseconds.
+    top = _fields(body, ("idx", "features"))
+    if top is None:
         return None
-    features = [record["features"] for record in body]
-    if not all(type(row) is dict and row.keys() == names for row in features):
+    idx, features = top
+    columns = _fields(features, schema.names)
+    if columns is None:
         return None
-    return fast_values(
-        [record["idx"] for record in body], {f.name: [row[f.name] for row in features] for f in schema}, schema
-    )
+    return fast_values(idx, dict(zip(schema.names, columns, strict=True)), schema)
+
+
+def _fields(objects: list[Any], keys: Sequence[str]) -> list[list[Any]] | None:
+    """Per key, its value in every object, when every object is a dict (not a subclass) with
+    exactly `keys` (as many keys, each of them there); else None."""
+    if set(map(type, objects)) != {dict} or set(map(len, objects)) != {len(keys)}:
+        return None
+    try:
+        return [list(map(itemgetter(key), objects)) for key in keys]
+    except KeyError:
+        return None
 
 
 def fast_columns(body: Mapping[str, Any], schema: FeatureSchema) -> tuple[list[int], dict[str, list[Any]]] | None:
@@ -140,10 +151,10 @@ def _plain(column: list[Any], feature: Feature) -> bool:
     if not present:
         return True
     low, high = min(present), max(present)
-    # JSON has no NaN (the parser refuses the token), but 1e400 parses as infinity.
-    if float in kinds and (math.isinf(low) or math.isinf(high)):
-        return False
-    if kinds == {int} and feature.kind == "number" and (low < -FLOAT_MAX or high > FLOAT_MAX):
+    # JSON has no NaN (the parser refuses the token), but 1e400 parses as infinity and 1 followed
+    # by 400 zeros as an integer no double holds: beyond the largest double either way (Python
+    # compares an int with a float exactly, where math.isinf(int) would raise OverflowError).
+    if feature.kind == "number" and (low < -FLOAT_MAX or high > FLOAT_MAX):
         return False
     return not (
         (feature.minimum is not None and low < feature.minimum)

@@ -53,10 +53,17 @@ def _child(metric: Any, *labels: str) -> Any:
     return metric.labels(*labels)
 
 
+@lru_cache(maxsize=512)
+def _answer_series(endpoint: str, status: int) -> tuple[Any, Any]:
+    """The request counter's and the latency histogram's series of one route and status, found once."""
+    return REQUESTS.labels(endpoint, str(status)), LATENCY.labels(endpoint)
+
+
 def answered(endpoint: str, status: int, seconds: float) -> None:
     """One request answered: counted by route and status, its duration observed by route."""
-    _child(REQUESTS, endpoint, str(status)).inc()
-    _child(LATENCY, endpoint).observe(seconds)
+    requests, latency = _answer_series(endpoint, status)
+    requests.inc()
+    latency.observe(seconds)
 
 
 def judged(verdict: str, rows: int) -> None:

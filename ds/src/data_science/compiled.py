@@ -59,6 +59,7 @@ TOLERANCE = 1e-12
 # Up to this many rows are encoded and looked up in plain Python (a request's row: no NumPy calls).
 SMALL = 8
 _LEAF = -1
+_FLOAT64 = np.dtype(np.float64)  # made once: converting np.float64 costs a one-value array half its time
 
 Floats = NDArray[np.float64]
 Columns = Mapping[str, Any]
@@ -99,6 +100,22 @@ class Encoder:
         codes = self._index[name].get_indexer(pd.Index(np.asarray(values, dtype=object), dtype=object))
         return np.where(codes < 0, np.nan, codes).astype(np.float64)
 
+    def row(self, columns: Columns) -> list[float] | None:
+        """A one-row `columns` as the row `matrix` would hold, in plain Python (a request's row:
+        no NumPy calls); None when `columns` is not one row of every feature."""
+        row = []
+        for name in self.features:
+            column = columns.get(name)
+            if not isinstance(column, np.ndarray | list | tuple) or len(column) != 1:
+                return None
+            value = column[0]
+            lookup = self._codes.get(name)
+            if lookup is not None:
+                row.append(lookup.get(value, math.nan))
+            else:
+                row.append(math.nan if value is None else float(value))
+        return row
+
     def matrix(self, columns: Columns) -> Floats:
         """The rows as a C-contiguous (features x rows) float64 array."""
         missing = [name for name in self.features if name not in columns]
@@ -135,12 +152,14 @@ class Table:
     name: ClassVar[str] = TABLE
     _strides: tuple[int, ...] = field(init=False, repr=False)
     _lists: tuple[list[float], ...] = field(init=False, repr=False)
+    _cells: memoryview = field(init=False, repr=False)  # the table read as Python floats
 
     def __post_init__(self) -> None:
         shape = [len(t) + 2 for t in self.thresholds]
         strides = [int(np.prod(shape[f + 1 :], dtype=np.int64)) for f in range(len(shape))]
         object.__setattr__(self, "_strides", tuple(strides))
         object.__setattr__(self, "_lists", tuple([float(v) for v in t] for t in self.thresholds))
+        object.__setattr__(self, "_cells", np.ascontiguousarray(self.table, dtype=np.float64).data)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -158,14 +177,15 @@ class Table:
     def proba_few(self, matrix: Floats) -> Floats:
         """`proba` for a few rows in plain Python (bisect on the same sorted thresholds): a
         request's row costs microseconds, not NumPy's per-call overhead."""
-        rows = matrix.T.tolist()
-        out = []
-        for row in rows:
-            index = 0
-            for f, x in enumerate(row):
-                index += _bin_of(self._lists[f], x) * self._strides[f]
-            out.append(self.table[index])
-        return np.array(out, dtype=np.float64)
+        return np.array([self.proba_row(row) for row in matrix.T.tolist()], dtype=np.float64)
+
+    def proba_row(self, row: Sequence[float]) -> float:
+        """One row's probability (its values in feature order), in plain Python."""
+        index = 0
+        for thresholds, stride, x in zip(self._lists, self._strides, row, strict=True):
+            index += _bin_of(thresholds, x) * stride
+        value: float = self._cells[index]
+        return value
 
     def arrays(self) -> dict[str, NDArray[Any]]:
         return {"table": self.table}
@@ -294,10 +314,21 @@ class Engine:
     def proba(self, columns: Columns) -> Floats:
         """P(label = 1) per row of `columns` (one array or sequence per feature; categories as
         str, None or NaN for missing; numbers as float, NaN for missing)."""
+        one = self.proba_one(columns)
+        if one is not None:
+            return np.array([one], _FLOAT64)
         matrix = self.encoder.matrix(columns)
         if matrix.shape[1] <= SMALL and isinstance(self.method, Table):
             return self.method.proba_few(matrix)
         return self.method.proba(matrix)
+
+    def proba_one(self, columns: Columns) -> float | None:
+        """`proba` of a one-row `columns` as a float, scored by the table in plain Python (a
+        request's row: microseconds, no NumPy call); None for more rows or the walk."""
+        if not isinstance(self.method, Table):
+            return None
+        row = self.encoder.row(columns)
+        return None if row is None else self.method.proba_row(row)
 
     def warm_up(self) -> float:
         """Compile what the method needs (the walk's kernel, once per process); seconds spent."""

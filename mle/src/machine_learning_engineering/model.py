@@ -26,7 +26,7 @@ import pandas as pd
 
 from machine_learning_engineering import ood, registry
 from machine_learning_engineering.errors import MLEError
-from machine_learning_engineering.prediction_log import PredictionLogger, PredictionRecord
+from machine_learning_engineering.prediction_log import PredictionLogger, records_for
 from machine_learning_engineering.schema import FeatureSchema
 
 # Where model packages announce their MLEModel subclasses ([project.entry-points."companydata.models"]).
@@ -185,7 +185,10 @@ class MLEModel(ABC):
         array per feature): the API's and batch scoring's path, scored by `score_columns` with
         no DataFrame anywhere. `with_probability=True` returns (labels, probabilities) instead,
         so a caller that shows the probability still takes this one logged path. `api_key` names
-        the caller's key in the record. `validated=True` says the features are validated
+        the caller's key in the record; a request of one row is logged as one row of `predictions`,
+        of more rows as one record of the whole request in `prediction_batches` (the same version,
+        key and time for all; the view `prediction_log` shows one row per prediction of both).
+        `validated=True` says the features are validated
         already (the API's request model; `feature_schema.validate_columns` or `frame`), so they
         are not checked a second time. Each record carries the row's features as validated
         (JSON) and its out-of-distribution verdict: `verdicts` when the caller has them already
@@ -211,9 +214,8 @@ class MLEModel(ABC):
         labels, probabilities = self.score(clean) if clean is not None else self.score_columns(columns)
         logger = self.prediction_logger or PredictionLogger.default()
         version = self.version_ or "unversioned"
-        logger.log(
-            PredictionRecord.from_columns(idx, labels, probabilities, version, columns, schema.kinds, api_key, verdicts)
-        )
+        # One row: one row of `predictions`; more: the request whole, one row of `prediction_batches`.
+        logger.log(records_for(idx, labels, probabilities, version, columns, schema.kinds, api_key, verdicts))
         if with_probability:
             if single:
                 return labels[0].item(), float(probabilities[0])

@@ -31,14 +31,24 @@ frequent one: it judges combinations, not values the other checks already named.
 Speed: scikit-learn scores one row through 100 trees in milliseconds (Python work per tree).
 The gate checks validated columns (`check_columns`: numbers float64 with NaN, categories str
 or None; `check` and `check_frame` turn rows and frames into columns first) in one
-Numba-compiled pass per request: ranges, categories, bins and pairs, then the forest, laid
-out as complete binary trees walked level by level for all trees at once (the same float32
-comparisons and the same leaf values, added in the same order as scikit-learn's
-`score_samples`: equal to it within 1e-12, 1e-16 in practice). A row costs about a
-microsecond and a half; reasons are written in Python for flagged rows only. The kernels
-compile on first use in a process (a few seconds, when a version is loaded, off the request
-path; no on-disk cache, which a read-only image could not keep anyway). Fitting needs
-scikit-learn (installed wherever training runs); checking needs NumPy and Numba only.
+Numba-compiled pass per request: ranges, categories, bins and pairs (each pair's cells a dense
+grid: one read), then the forest, laid out as complete binary trees (a slot's feature and
+float32 threshold in one int64, compared as ordered integer keys: the same decisions as
+scikit-learn's float32-against-float64 comparison) and walked tree by tree for blocks of 256
+rows (a tree's nodes stay in L1), the leaf values added in tree order as scikit-learn's
+`score_samples` adds them (equal to it within 1e-12, 1e-16 in practice). A row's forest
+verdict needs only which side of the threshold its mean path length falls: after every few
+trees, the sum so far plus the least and the most the remaining trees can add bounds it, and a
+row whose bound clears the threshold by a margin far above any rounding stops there (two
+thirds of the trees, on ordinary rows); a row the forest flags still gets its full sum, in
+order, for the score its finding states. The verdicts are the full sum's, bit for bit: the
+tests compare them with the rules and the forest written out node by node in plain Python,
+on rows at the threshold and odd values. About 0.5 µs a row in a batch; a request's one row
+is written into arrays its thread keeps and the kernel takes six arguments (each costs a call
+a type check). Reasons are written in Python for flagged rows only. The kernels compile on
+first use in a process (a few seconds, when a version is loaded, off the request path; no
+on-disk cache, which a read-only image could not keep anyway). Fitting needs scikit-learn
+(installed wherever training runs); checking needs NumPy and Numba only.
 """
 
 from __future__ import annotations
@@ -164,14 +174,18 @@ class Forest:
     n_features: int
     # What the compiled walk reads: each tree as a complete binary tree of `depth` levels in
     # heap order (slot j's children are 2j+1 and 2j+2), so a walk is `depth` steps of
-    # arithmetic with no pointers to chase and no early exits, and all trees of a row advance
-    # together. A leaf above the bottom level passes every row to the left (threshold +inf)
-    # and its value fills the bottom slots below it. Thresholds are float32 (the largest
-    # float32 not above scikit-learn's float64 one: for a float32 value, `x > it` decides
-    # exactly as scikit-learn's float32-against-float64 comparison).
-    _split_feature: np.ndarray[Any, np.dtype[np.int32]] = field(init=False, repr=False, compare=False)
-    _split_threshold: np.ndarray[Any, np.dtype[np.float32]] = field(init=False, repr=False, compare=False)
+    # arithmetic with no pointers to chase and no early exits. A leaf above the bottom level
+    # passes every row to the left (threshold +inf) and its value fills the bottom slots below
+    # it. Thresholds are float32 (the largest float32 not above scikit-learn's float64 one: for
+    # a float32 value, `x > it` decides exactly as scikit-learn's float32-against-float64
+    # comparison), and a slot holds its feature and its threshold in one int64 (feature << 32,
+    # and the threshold as an ordered int32 key, `_key`): one load per step, and an integer
+    # comparison that decides exactly as the float one.
+    _nodes: np.ndarray[Any, np.dtype[np.int64]] = field(init=False, repr=False, compare=False)
     _leaf_value: Matrix = field(init=False, repr=False, compare=False)
+    # Per tree t, the least and the most trees t.. can still add to a path length (the sums of
+    # their smallest and largest leaf values): the bounds that let a verdict stop early.
+    _remaining: Matrix = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         trees, depth = len(self.roots), self.depth
@@ -180,7 +194,7 @@ class Forest:
         threshold32 = self.threshold.astype(np.float32)
         above = threshold32.astype(np.float64) > self.threshold
         threshold32[above] = np.nextafter(threshold32[above], np.float32(-np.inf))
-        split_feature = np.zeros((trees, 2**depth - 1), dtype=np.int32)
+        split_feature = np.zeros((trees, 2**depth - 1), dtype=np.int64)
         split_threshold = np.full((trees, 2**depth - 1), np.inf, dtype=np.float32)
         node = self.roots.astype(np.intp)[:, None]  # the nodes of one level, per tree, left to right
         for level in range(depth):
@@ -190,9 +204,15 @@ class Forest:
             split_feature[:, slots] = np.where(leaf, 0, self.feature[node])
             split_threshold[:, slots] = np.where(leaf, np.float32(np.inf), threshold32[node])
             node = np.stack([left, np.where(leaf, node, right)], axis=-1).reshape(trees, -1)
-        object.__setattr__(self, "_split_feature", split_feature)
-        object.__setattr__(self, "_split_threshold", split_threshold)
-        object.__setattr__(self, "_leaf_value", np.ascontiguousarray(self.value[node], dtype=np.float64))
+        keys = _keys(split_threshold, nan=np.iinfo(np.int32).max)  # x > NaN never holds
+        nodes = np.ascontiguousarray((split_feature << 32) | (keys.astype(np.int64) & 0xFFFFFFFF))
+        leaf_value = np.ascontiguousarray(self.value[node], dtype=np.float64)
+        remaining = np.zeros((2, trees + 1), dtype=np.float64)
+        remaining[0, :trees] = np.cumsum(leaf_value.min(axis=1)[::-1])[::-1]
+        remaining[1, :trees] = np.cumsum(leaf_value.max(axis=1)[::-1])[::-1]
+        object.__setattr__(self, "_nodes", nodes)
+        object.__setattr__(self, "_leaf_value", leaf_value)
+        object.__setattr__(self, "_remaining", remaining)
 
     @classmethod
     def from_sklearn(cls, forest: Any, n_features: int) -> Forest:
@@ -245,8 +265,19 @@ class Forest:
         if self.denominator == 0:  # one training row: scikit-learn scores everything 1
             out[:] = 1.0
             return
-        _compiled("walk")(x32, self._split_feature, self._split_threshold, self._leaf_value, self.depth,
-                          self.denominator, out)  # fmt: skip
+        _compiled("walk")(x32, self._nodes, self._leaf_value, self.depth, self.denominator, out)
+
+    def limit(self, threshold: float) -> tuple[float, float]:
+        """The path length (summed over the trees) at which a row's score equals `threshold`,
+        and the margin within which a verdict is left to the full sum: a row whose sum is
+        certainly above limit + margin scores below the threshold, certainly below limit -
+        margin above it. The margin dwarfs any rounding (the sum's and pow's, ~1e-13 here)
+        and is a millionth of a path length; NaN (no early verdicts) for a threshold outside (0, inf)."""
+        if not (0 < threshold < math.inf) or self.denominator <= 0:
+            return math.nan, math.nan
+        limit = -self.denominator * math.log2(threshold)
+        scale = 1.0 + abs(limit) + float(np.abs(self._remaining).max())
+        return limit, 1e-6 * scale
 
     def arrays(self) -> dict[str, np.ndarray[Any, Any]]:
         return {
@@ -410,6 +441,23 @@ class OODGate:
         )
         self._arrays = _CheckArrays.of(self._features, self._pairs)
         self._by_column = sorted(self._features, key=lambda f: f.column)
+        self._limit, self._margin = forest.limit(self.threshold)
+        self._first = self._features[0].name
+        # One row's values as `_run` reads them: (column, name, category lookup or None).
+        self._row_readers = tuple(
+            (f.column, f.name, f.lookup.get if f.kind == "category" else None) for f in self._features
+        )
+        self._thread = threading.local()
+        self._ints, self._floats = _pack(self._arrays, forest, self.threshold, self._limit, self._margin)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_thread"]  # a thread's one-row arrays belong to this process, not a copy
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread = threading.local()
 
     # --- fitting -----------------------------------------------------------------------------
 
@@ -522,49 +570,73 @@ class OODGate:
         """A verdict per row of validated columns (`model.Columns`: numbers float64 with NaN for
         missing, categories str with None or NaN for missing): the API's and batch scoring's path.
         One compiled pass judges every row; findings are written for the flagged rows only."""
-        run = self._run(columns)
+        run = self._run(columns, True)
         if run is None:
             return []
-        how_many, flagged, status, bins, rare, scores = run
-        verdicts = [IN_DISTRIBUTION] * len(flagged)
+        how_many, out, scores = run
+        verdicts = [IN_DISTRIBUTION] * len(out)
         if not how_many:
             return verdicts
+        flagged, status, bins, rare = self._parts(out)
         for i in np.flatnonzero(flagged).tolist():
             verdicts[i] = Verdict(False, self._findings(i, columns, status, bins, rare, float(scores[i])))
         return verdicts
 
     def out_of_distribution(self, columns: Mapping[str, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
-        """True per row of validated columns that `check_columns` would flag; no reasons written."""
-        run = self._run(columns)
-        return np.zeros(0, dtype=bool) if run is None else run[1].view(np.bool_)
+        """True per row of validated columns that `check_columns` would flag; no reasons written
+        (the forest is skipped for rows another check flags, and stops once its verdict is certain)."""
+        run = self._run(columns, False)
+        if run is None:
+            return np.zeros(0, dtype=bool)
+        flagged: np.ndarray[Any, np.dtype[np.bool_]] = run[1][:, 0].astype(np.bool_)
+        return flagged
 
-    def _run(self, columns: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """(how many rows are flagged, flagged, status, bins, rare, scores) or None for no rows."""
-        n = len(columns[self._features[0].name])
+    def _run(self, columns: Mapping[str, Any], reasons: bool) -> tuple[Any, ...] | None:
+        """(how many rows are flagged, out, scores) or None for no rows (`_parts` reads out).
+        One row (a /predict) is written into arrays this thread keeps (valid until its next
+        call): allocating them would cost more than checking the row."""
+        n = len(columns[self._first])
         if n == 0:
             return None
-        if n == 1:  # a /predict: one list, one array
-            values = np.array([[_code(f, columns[f.name][0]) for f in self._by_column]], dtype=np.float64)
+        if n == 1:
+            arrays = getattr(self._thread, "arrays", None)
+            if arrays is None:
+                arrays = self._thread.arrays = self._outputs(1)
+            values = arrays[0]
+            for column, name, lookup in self._row_readers:  # as `_codes` and a float64 column read them
+                value = columns[name][0]
+                if lookup is None:
+                    values[0, column] = math.nan if value is None else value
+                else:
+                    code = lookup(value, -1.0)
+                    values[0, column] = math.nan if code == -1.0 and _missing(value) else code
         else:
-            values = np.empty((n, len(self._features)), dtype=np.float64)
+            arrays = self._outputs(n)
+            values = arrays[0]
             for f in self._features:
                 if f.kind == "category":
                     values[:, f.column] = _codes(f, columns[f.name])
                 else:
                     values[:, f.column] = columns[f.name]
-        a = self._arrays
-        flagged = np.empty(n, dtype=np.uint8)
-        status = np.empty((n, len(self._features)), dtype=np.int8)
-        bins = np.empty((n, len(self._features)), dtype=np.int64)
-        rare = np.empty((n, len(self._pairs)), dtype=np.uint8)
-        scores = np.empty(n, dtype=np.float64)
-        forest = self.forest
-        how_many = _compiled("check" if n < NOGIL_ROWS else "check_nogil")(
-            values, a.kind, a.low, a.high, a.fill, a.edges, a.n_edges, a.pairs, a.cells, a.counts,
-            forest._split_feature, forest._split_threshold, forest._leaf_value, forest.depth, forest.denominator,
-            self.threshold, flagged, status, bins, rare, scores,
-        )  # fmt: skip
-        return how_many, flagged, status, bins, rare, scores
+        _, out, scores = arrays
+        kernel = _compiled("check" if n < NOGIL_ROWS else "check_nogil")
+        how_many = kernel(values, self._ints, self._floats, reasons, out, scores)
+        return how_many, out, scores
+
+    def _parts(self, out: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:
+        """flagged, status, bins and rare: the columns of a check's `out`."""
+        width = len(self._features)
+        return out[:, 0], out[:, 1 : 1 + width], out[:, 1 + width : 1 + 2 * width], out[:, 1 + 2 * width :]
+
+    def _outputs(self, n: int) -> tuple[np.ndarray[Any, Any], ...]:
+        """values (left for the caller to fill), out (flagged, status, bins, rare: `_check_kernel`)
+        and scores for n rows."""
+        width = len(self._features)
+        return (
+            np.empty((n, width), dtype=np.float64),
+            np.empty((n, 1 + 2 * width + len(self._pairs)), dtype=np.int32),
+            np.empty(n, dtype=np.float64),
+        )
 
     def _findings(
         self,
@@ -727,14 +799,17 @@ def verdicts(gate: OODGate | None, rows: Sequence[Mapping[str, Any]]) -> list[Ve
 _FINE, _OUT_OF_RANGE, _NEVER_SEEN, _UNSEEN = 0, 1, 2, 3
 # How the compiled check judges a feature.
 _NUMBER, _NUMBER_NEVER_SEEN, _CATEGORY = 0, 1, 2
-
-
-def _code(f: _Feature, value: Any) -> Any:
-    """One value as the compiled check reads it (see `_codes`); numbers as they are."""
-    if f.kind != "category":
-        return value
-    code = f.lookup.get(value, -1.0)
-    return math.nan if code == -1.0 and _missing(value) else code
+_INT32_MIN = -(2**31)
+# Rows judged together, then walked through the forest together (their keys stay in L1).
+_BLOCK = 256
+# Trees walked between two looks at whether a row's forest verdict is already certain.
+_TREE_STEP = 8
+# ... and for fewer than _FEW_ROWS rows, which walk these many trees side by side.
+_FEW_TREE_STEP = 25
+# Fewer rows than this walk their trees side by side (one row alone would wait on each step).
+_FEW_ROWS = 4
+# The packed int64 array's header (`_pack`).
+_HEADER = 8
 
 
 def _codes(f: _Feature, values: Any) -> list[float]:
@@ -758,9 +833,10 @@ class _CheckArrays:
     fill: Matrix
     edges: Matrix  # per feature, its inner bin edges, padded with +inf
     n_edges: np.ndarray[Any, np.dtype[np.int64]]
-    pairs: np.ndarray[Any, np.dtype[np.int64]]  # per pair: first, second, second's bins, offset, cells, rare_below
-    cells: np.ndarray[Any, np.dtype[np.int64]]  # every pair's sorted cells, one after another
-    counts: np.ndarray[Any, np.dtype[np.int64]]
+    pairs: np.ndarray[Any, np.dtype[np.int64]]  # per pair: first, second, second's bins, offset in rare_cells
+    # Every pair's grid of cells (first's bin * second's bins + second's bin), one after
+    # another: 1 where fewer than rare_below training rows were seen (a direct read per pair).
+    rare_cells: np.ndarray[Any, np.dtype[np.uint8]]
 
     @classmethod
     def of(cls, features: Sequence[_Feature], pairs: Sequence[_Pair]) -> _CheckArrays:
@@ -771,12 +847,15 @@ class _CheckArrays:
         edges = np.full((len(features), max(widest, 1)), np.inf)
         for f in features:
             edges[f.column, : len(f.edges)] = f.edges
-        table, offset = [], 0
+        table, grids, offset = [], [], 0
         for pair in pairs:
-            table.append(
-                [pair.first.column, pair.second.column, pair.second.bins, offset, len(pair.cells), pair.rare_below]
-            )
-            offset += len(pair.cells)
+            size = pair.first.bins * pair.second.bins
+            grid = np.ones(size, dtype=np.uint8)  # a cell no training row had: rare
+            inside = (pair.cells >= 0) & (pair.cells < size)
+            grid[pair.cells[inside]] = pair.counts[inside] < pair.rare_below
+            table.append([pair.first.column, pair.second.column, pair.second.bins, offset])
+            grids.append(grid)
+            offset += size
         by_column = sorted(features, key=lambda f: f.column)
         return cls(
             kind=np.array([kind(f) for f in by_column], dtype=np.int64),
@@ -785,133 +864,283 @@ class _CheckArrays:
             fill=np.array([f.fill for f in by_column], dtype=np.float64),
             edges=edges,
             n_edges=np.array([len(f.edges) for f in by_column], dtype=np.int64),
-            pairs=np.array(table, dtype=np.int64).reshape(len(pairs), 6),
-            cells=np.concatenate([p.cells for p in pairs]).astype(np.int64) if pairs else np.zeros(0, np.int64),
-            counts=np.concatenate([p.counts for p in pairs]).astype(np.int64) if pairs else np.zeros(0, np.int64),
+            pairs=np.array(table, dtype=np.int64).reshape(len(pairs), 4),
+            rare_cells=np.concatenate(grids) if grids else np.zeros(0, np.uint8),
         )
 
 
-def _path_length(
-    x32: Any, i: int, split_feature: Any, split_threshold: Any, leaf_value: Any, depth: int, slot: Any
-) -> float:
-    """Row i's path lengths summed over the trees: every tree walked level by level, all trees
-    advancing together (independent steps the CPU overlaps), the leaf values added in tree
-    order as scikit-learn adds them. `slot` is scratch space, one per tree."""
-    trees = split_feature.shape[0]
-    for t in range(trees):
-        slot[t] = 0
-    for _ in range(depth):
-        for t in range(trees):
-            j = slot[t]
-            slot[t] = 2 * j + 1 + (x32[i, split_feature[t, j]] > split_threshold[t, j])
-    bottom = (1 << depth) - 1
-    total = 0.0
-    for t in range(trees):
-        total += leaf_value[t, slot[t] - bottom]
-    return total
+def _keys(values: Any, nan: int) -> np.ndarray[Any, np.dtype[np.int32]]:
+    """Ordered int32 keys of float32 values, as `_to_keys` makes them in the kernels: a > b
+    exactly when key(a) > key(b) (-0 is 0; a NaN gets the key `nan`)."""
+    x = np.where(values == 0, np.float32(0), values).astype(np.float32)
+    bits = x.view(np.int32)
+    keys = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits)
+    return np.where(np.isnan(x), np.int32(nan), keys).astype(np.int32)
 
 
-def _walk_kernel(path_length: Callable[..., float]) -> Callable[..., None]:
-    def walk(x32: Any, split_feature: Any, split_threshold: Any, leaf_value: Any, depth: int, denominator: float,
-             out: Any) -> None:  # fmt: skip
-        """Isolation scores of rows of float32 values."""
-        slot = np.empty(split_feature.shape[0], dtype=np.int64)
-        for i in range(x32.shape[0]):
-            out[i] = 2.0 ** (
-                -path_length(x32, i, split_feature, split_threshold, leaf_value, depth, slot) / denominator
-            )
+def _to_keys(x: Any, count: int) -> None:
+    """The first `count` float32 values of `x` replaced in place by their ordered int32 keys
+    (`_keys`; a NaN, which no threshold is below, gets the least key)."""
+    bits = x.view(np.int32)
+    for k in range(count):
+        v = x[k]
+        if v != v:
+            bits[k] = _INT32_MIN
+        elif v == 0:
+            bits[k] = 0
+        elif bits[k] < 0:
+            bits[k] ^= 0x7FFFFFFF
+
+
+def _add_trees(keys: Any, width: int, m: int, totals: Any, nodes: Any, leaf_value: Any, depth: int, start: int,
+               stop: int, slots: Any) -> None:  # fmt: skip
+    """Trees start..stop-1 walked for the first m rows of `keys` (row k's key of feature f at
+    k * width + f), each leaf value added to the row's total in tree order. Tree by tree (its
+    nodes stay in L1 while every row goes through it), a level of every row at a time
+    (independent steps the CPU overlaps); `slots` is scratch space, one per row. Indices are
+    unsigned: no negative-index arithmetic in the loop."""
+    one, two = np.uint64(1), np.uint64(2)
+    w, rows = np.uint64(width), np.uint64(m)
+    bottom = np.uint64((1 << depth) - 1)
+    if m < _FEW_ROWS:  # a request's row: its trees side by side instead (a row alone walks one tree at a time)
+        for k in range(rows):
+            x = k * w
+            for t in range(start, stop):
+                slots[t - start] = np.uint64(0)
+            for _ in range(depth):
+                for t in range(start, stop):
+                    v = nodes[t, slots[t - start]]
+                    slots[t - start] = (
+                        two * slots[t - start] + one + np.uint64(keys[x + np.uint64(v >> 32)] > np.int32(v))
+                    )
+            for t in range(start, stop):
+                totals[k] += leaf_value[t, slots[t - start] - bottom]
+        return
+    for t in range(start, stop):
+        node = nodes[t]
+        leaf = leaf_value[t]
+        for k in range(rows):
+            slots[k] = np.uint64(0)
+        for _ in range(depth):
+            for k in range(rows):
+                v = node[slots[k]]
+                slots[k] = two * slots[k] + one + np.uint64(keys[k * w + np.uint64(v >> 32)] > np.int32(v))
+        for k in range(rows):
+            totals[k] += leaf[slots[k] - bottom]
+
+
+def _walk_kernel(to_keys: Callable[..., None], add_trees: Callable[..., None]) -> Callable[..., None]:
+    def walk(x32: Any, nodes: Any, leaf_value: Any, depth: int, denominator: float, out: Any) -> None:
+        """Isolation scores of rows of float32 values, every tree summed in tree order."""
+        n, width = x32.shape
+        keys = np.empty(_BLOCK * width, dtype=np.float32)
+        totals = np.empty(_BLOCK, dtype=np.float64)
+        slots = np.empty(max(_BLOCK, nodes.shape[0]), dtype=np.uint64)
+        for start in range(0, n, _BLOCK):
+            m = min(n, start + _BLOCK) - start
+            for k in range(m):
+                totals[k] = 0.0
+                for f in range(width):
+                    keys[k * width + f] = x32[start + k, f]
+            to_keys(keys, m * width)
+            add_trees(keys.view(np.int32), width, m, totals, nodes, leaf_value, depth, 0, nodes.shape[0], slots)
+            for k in range(m):
+                out[start + k] = 2.0 ** (-totals[k] / denominator)
 
     return walk
 
 
-def _check_kernel(path_length: Callable[..., float]) -> Callable[..., int]:
-    def check(
-        values: Any, kind: Any, low: Any, high: Any, fill: Any, edges: Any, n_edges: Any, pairs: Any, cells: Any,
-        counts: Any, split_feature: Any, split_threshold: Any, leaf_value: Any, depth: int, denominator: float,
-        threshold: float, flagged: Any, status: Any, bins: Any, rare: Any, scores: Any,
-    ) -> int:  # fmt: skip
-        """Every check of every row: each value against its range or known categories (status),
-        its bin (-1 where missing, unseen or out of range), each pair's cell against the cells
-        seen often enough (rare), the forest on the values as it reads them (a missing or
-        unseen value as the fill value, numbers clipped to the training range), and whether
-        anything was found (flagged). Returns how many rows are flagged."""
-        n, width = values.shape
-        how_many = 0
-        x32 = np.empty((1, width), dtype=np.float32)
-        slot = np.empty(split_feature.shape[0], dtype=np.int64)
-        for i in range(n):
-            found = False
-            for j in range(width):
-                v = values[i, j]
-                state = _FINE
-                cut = -1
-                if kind[j] == _CATEGORY:
-                    if v != v:  # missing
-                        x = fill[j]
-                    elif v < 0:
-                        x = fill[j]
-                        state = _UNSEEN
-                    else:
-                        x = v
-                        cut = int(v)
-                elif v != v:
-                    x = fill[j]
-                elif kind[j] == _NUMBER_NEVER_SEEN:
-                    x = fill[j]
-                    state = _NEVER_SEEN
-                elif v < low[j]:
-                    x = low[j]
-                    state = _OUT_OF_RANGE
-                elif v > high[j]:
-                    x = high[j]
-                    state = _OUT_OF_RANGE
-                else:
-                    x = v
-                    cut = 0  # bisect_left: how many edges lie below the value
-                    while cut < n_edges[j] and edges[j, cut] < v:
-                        cut += 1
-                status[i, j] = state
-                bins[i, j] = cut
-                x32[0, j] = x
-                found = found or state != _FINE
-            for p in range(pairs.shape[0]):
-                a, b = bins[i, pairs[p, 0]], bins[i, pairs[p, 1]]
-                is_rare = False
-                if a >= 0 and b >= 0:
-                    key = a * pairs[p, 2] + b
-                    lo, end = pairs[p, 3], pairs[p, 3] + pairs[p, 4]
-                    hi = end
-                    while lo < hi:  # the first cell >= key
-                        mid = (lo + hi) // 2
-                        if cells[mid] < key:
-                            lo = mid + 1
-                        else:
-                            hi = mid
-                    count = counts[lo] if lo < end and cells[lo] == key else 0
-                    is_rare = count < pairs[p, 5]
-                rare[i, p] = is_rare
-                found = found or is_rare
-            if denominator == 0:  # one training row: scikit-learn scores everything 1
-                score = 1.0
+def _judge_row(
+    values: Any, i: int, kind: Any, low: Any, high: Any, fill: Any, edges: Any, n_edges: Any, pairs: Any,
+    rare_cells: Any, status: Any, bins: Any, rare: Any, x: Any, at: int,
+) -> bool:  # fmt: skip
+    """Row i's values against their ranges or known categories (status), its bins (-1 where
+    missing, unseen or out of range), each pair's cell against the cells seen often enough
+    (rare), and the forest's input written at x[at:] (a missing or unseen value as the fill
+    value, numbers clipped to the training range). True when anything was found."""
+    width = values.shape[1]
+    found = False
+    for j in range(width):
+        v = values[i, j]
+        state = _FINE
+        cut = -1
+        if kind[j] == _CATEGORY:
+            if v != v:  # missing
+                xj = fill[j]
+            elif v < 0:
+                xj = fill[j]
+                state = _UNSEEN
             else:
-                score = 2.0 ** (
-                    -path_length(x32, 0, split_feature, split_threshold, leaf_value, depth, slot) / denominator
-                )
-            scores[i] = score
-            flagged[i] = found or score > threshold
-            how_many += flagged[i]
+                xj = v
+                cut = int(v)
+        elif v != v:
+            xj = fill[j]
+        elif kind[j] == _NUMBER_NEVER_SEEN:
+            xj = fill[j]
+            state = _NEVER_SEEN
+        elif v < low[j]:
+            xj = low[j]
+            state = _OUT_OF_RANGE
+        elif v > high[j]:
+            xj = high[j]
+            state = _OUT_OF_RANGE
+        else:
+            xj = v
+            cut = 0  # bisect_left: how many edges lie below the value (sorted: no branch needed)
+            for e in range(n_edges[j]):
+                cut += edges[j, e] < v
+        status[i, j] = state
+        bins[i, j] = cut
+        x[at + j] = xj
+        found = found or state != _FINE
+    for p in range(pairs.shape[0]):
+        a, b = bins[i, pairs[p, 0]], bins[i, pairs[p, 1]]
+        is_rare = a >= 0 and b >= 0 and rare_cells[pairs[p, 3] + a * pairs[p, 2] + b] != 0
+        rare[i, p] = is_rare
+        found = found or is_rare
+    return found
+
+
+def _check_rows_kernel(
+    judge_row: Callable[..., bool], to_keys: Callable[..., None], add_trees: Callable[..., None]
+) -> Callable[..., int]:
+    def check_rows(
+        values: Any, kind: Any, low: Any, high: Any, fill: Any, edges: Any, n_edges: Any, pairs: Any,
+        rare_cells: Any, nodes: Any, leaf_value: Any, remaining: Any, depth: int, denominator: float, threshold: float,
+        limit: float, margin: float, reasons: bool, flagged: Any, status: Any, bins: Any, rare: Any, scores: Any,
+    ) -> int:  # fmt: skip
+        """Every check of every row (`_judge_row`), then the forest for the rows it can still
+        flag, and whether anything was found (flagged). Returns how many rows are flagged.
+
+        The forest's verdict is exact without always summing every tree: after each
+        `_TREE_STEP` trees (`_FEW_TREE_STEP` for a few rows) a row's sum so far plus the least
+        (most) the remaining trees can add is a bound; a row certainly above limit + margin is
+        not flagged by the forest, one certainly below limit - margin is. A row the forest
+        flags gets its score (the full sum, in tree order) when `reasons` (a finding states
+        it); without `reasons` a row already flagged by another check skips the forest.
+        `scores` holds the score of every row whose sum was completed, NaN for the others."""
+        n, width = values.shape
+        trees = nodes.shape[0]
+        block = max(1, min(n, _BLOCK))
+        x = np.empty(block * width, dtype=np.float32)
+        keys = x.view(np.int32)
+        totals = np.empty(block, dtype=np.float64)
+        rows = np.empty(block, dtype=np.int64)
+        slots = np.empty(max(block, _FEW_TREE_STEP), dtype=np.uint64)
+        how_many = 0
+        for start in range(0, n, block):
+            end = min(n, start + block)
+            m = 0
+            for i in range(start, end):
+                found = judge_row(values, i, kind, low, high, fill, edges, n_edges, pairs, rare_cells, status, bins,
+                                  rare, x, m * width)  # fmt: skip
+                flagged[i] = found
+                scores[i] = math.nan
+                if denominator == 0:  # one training row: scikit-learn scores everything 1
+                    scores[i] = 1.0
+                    flagged[i] = found or threshold < 1.0
+                elif reasons or not found:
+                    rows[m] = i
+                    totals[m] = 0.0
+                    m += 1
+            to_keys(x, m * width)
+            t = 0
+            step = _TREE_STEP if m >= _FEW_ROWS else _FEW_TREE_STEP
+            while t < trees and m > 0:
+                stop = min(trees, t + step)
+                add_trees(keys, width, m, totals, nodes, leaf_value, depth, t, stop, slots)
+                t = stop
+                if t == trees:
+                    break
+                least, most = remaining[0, t], remaining[1, t]
+                kept = 0
+                for k in range(m):
+                    if totals[k] + least > limit + margin:  # scores below the threshold
+                        continue
+                    if not reasons and totals[k] + most < limit - margin:  # scores above it
+                        flagged[rows[k]] = True
+                        continue
+                    if kept != k:
+                        rows[kept] = rows[k]
+                        totals[kept] = totals[k]
+                        for f in range(width):
+                            keys[kept * width + f] = keys[k * width + f]
+                    kept += 1
+                m = kept
+            for k in range(m):  # every tree summed
+                score = 2.0 ** (-totals[k] / denominator)
+                scores[rows[k]] = score
+                if score > threshold:
+                    flagged[rows[k]] = True
+            for i in range(start, end):
+                how_many += flagged[i]
         return how_many
+
+    return check_rows
+
+
+def _check_kernel(check_rows: Callable[..., int]) -> Callable[..., int]:
+    def check(values: Any, ints: Any, floats: Any, reasons: bool, out: Any, scores: Any) -> int:
+        """`check_rows` on the gate's arrays packed into `ints` and `floats` (`_pack`), its
+        flagged, status, bins and rare written into the columns of `out`: six arguments, not
+        twenty-three (each costs a request's call a look at its type)."""
+        width, n_pairs, edge_width, trees, slots, leaves, depth, n_cells = ints[:_HEADER]
+        at = _HEADER
+        kind = ints[at : at + width]
+        n_edges = ints[at + width : at + 2 * width]
+        at += 2 * width
+        pairs = ints[at : at + 4 * n_pairs].reshape((n_pairs, 4))
+        at += 4 * n_pairs
+        rare_cells = ints[at : at + n_cells]
+        at += n_cells
+        nodes = ints[at : at + trees * slots].reshape((trees, slots))
+        denominator, threshold, limit, margin = floats[0], floats[1], floats[2], floats[3]
+        at = 4
+        low, high, fill = (
+            floats[at : at + width],
+            floats[at + width : at + 2 * width],
+            floats[at + 2 * width : at + 3 * width],
+        )
+        at += 3 * width
+        edges = floats[at : at + width * edge_width].reshape((width, edge_width))
+        at += width * edge_width
+        remaining = floats[at : at + 2 * (trees + 1)].reshape((2, trees + 1))
+        at += 2 * (trees + 1)
+        leaf_value = floats[at : at + trees * leaves].reshape((trees, leaves))
+        return check_rows(
+            values, kind, low, high, fill, edges, n_edges, pairs, rare_cells, nodes, leaf_value, remaining, depth,
+            denominator, threshold, limit, margin, reasons, out[:, 0], out[:, 1 : 1 + width],
+            out[:, 1 + width : 1 + 2 * width], out[:, 1 + 2 * width :], scores,
+        )  # fmt: skip
 
     return check
 
 
+def _pack(arrays: _CheckArrays, forest: Forest, threshold: float, limit: float, margin: float) -> tuple[Any, Any]:
+    """The arrays `check` reads, as one int64 and one float64 array (`_check_kernel` unpacks them)."""
+    width, edge_width = arrays.edges.shape
+    trees, slots = forest._nodes.shape
+    header = [width, len(arrays.pairs), edge_width, trees, slots, forest._leaf_value.shape[1], forest.depth,
+              len(arrays.rare_cells)]  # fmt: skip
+    ints = np.concatenate(
+        [np.array(header), arrays.kind, arrays.n_edges, arrays.pairs.ravel(), arrays.rare_cells, forest._nodes.ravel()]
+    ).astype(np.int64)
+    floats = np.concatenate(
+        [np.array([forest.denominator, threshold, limit, margin]), arrays.low, arrays.high, arrays.fill,
+         arrays.edges.ravel(), forest._remaining.ravel(), forest._leaf_value.ravel()]
+    ).astype(np.float64)  # fmt: skip
+    return np.ascontiguousarray(ints), np.ascontiguousarray(floats)
+
+
 _SIGNATURES = {
-    "walk": "void(float32[:, ::1], int32[:, ::1], float32[:, ::1], float64[:, ::1], int64, float64, float64[::1])",
-    "check": "int64(float64[:, ::1], int64[::1], float64[::1], float64[::1], float64[::1], float64[:, ::1], "
-    "int64[::1], int64[:, ::1], int64[::1], int64[::1], int32[:, ::1], float32[:, ::1], float64[:, ::1], int64, "
-    "float64, float64, uint8[::1], int8[:, ::1], int64[:, ::1], uint8[:, ::1], float64[::1])",
+    "walk": "void(float32[:, ::1], int64[:, ::1], float64[:, ::1], int64, float64, float64[::1])",
+    "check": "int64(float64[:, ::1], int64[::1], float64[::1], boolean, int32[:, ::1], float64[::1])",
 }
-_PATH_LENGTH = "float64(float32[:, ::1], int64, int32[:, ::1], float32[:, ::1], float64[:, ::1], int64, int64[::1])"
+_HELPERS = {
+    "to_keys": "void(float32[::1], int64)",
+    "add_trees": "void(int32[::1], int64, int64, float64[::1], int64[:, ::1], float64[:, ::1], int64, int64, int64, "
+    "uint64[::1])",
+}
 _kernels: dict[str, Callable[..., Any]] = {}
 _kernels_lock = threading.Lock()
 
@@ -926,9 +1155,11 @@ def _compiled(name: str) -> Callable[..., Any]:
             if not _kernels:
                 import numba  # only where a gate checks rows: importing it costs a third of a second
 
-                path_length = numba.njit(_PATH_LENGTH)(_path_length)
-                _kernels["walk"] = numba.njit(_SIGNATURES["walk"], nogil=True)(_walk_kernel(path_length))
-                check = _check_kernel(path_length)
+                to_keys = numba.njit(_HELPERS["to_keys"])(_to_keys)
+                add_trees = numba.njit(_HELPERS["add_trees"])(_add_trees)
+                judge_row = numba.njit(inline="always")(_judge_row)
+                _kernels["walk"] = numba.njit(_SIGNATURES["walk"], nogil=True)(_walk_kernel(to_keys, add_trees))
+                check = _check_kernel(numba.njit(_check_rows_kernel(judge_row, to_keys, add_trees)))
                 _kernels["check"] = numba.njit(_SIGNATURES["check"])(check)
                 _kernels["check_nogil"] = numba.njit(_SIGNATURES["check"], nogil=True)(check)
             kernel = _kernels[name]

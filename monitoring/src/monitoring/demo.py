@@ -7,7 +7,7 @@
    `API_URL`, default http://localhost:5000, and `Authorization: Bearer $API_TOKEN` when set, a
    per-client key or the token): the generator's distribution with `scd_a` moved up by 0.2 (past
    the training maximum: out of distribution too) and 40 % of `attr_b` set to `d`;
-2. waits until the prediction log has written every one of them to `predictions`;
+2. waits until the prediction log has written every one of them (the view `prediction_log`);
 3. runs today's drift report (UTC) in the dagster-daemon container (`companydata-monitor report`,
    as `make monitor` does), which crosses `MONITOR_DRIFT_SHARE` (attr_b and scd_a drift: 2 of
    the 4 features) and `MONITOR_MAX_OOD_RATE`: an ERROR in its log, rows in `monitoring_alerts`
@@ -135,9 +135,10 @@ class Compose:
 
 
 def logged(compose: Compose, day: dt.date, rows: int) -> int:
-    """How many of the demo's `rows` requests of `day` are in `predictions`."""
+    """How many of the demo's `rows` requests of `day` are in the prediction log (the view
+    `prediction_log`: a batch is logged as one row of `prediction_batches`)."""
     count = compose.sql(
-        f"SELECT count(*) FROM predictions WHERE client_idx BETWEEN {IDX_START} AND {IDX_START + rows - 1}"
+        f"SELECT count(*) FROM prediction_log WHERE client_idx BETWEEN {IDX_START} AND {IDX_START + rows - 1}"
         f" AND predicted_at >= '{day.isoformat()}'::date"
     )
     return int(count or 0)
@@ -162,9 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         deadline = time.monotonic() + 60
         while (n := logged(compose, day, args.rows)) < answered:
             if time.monotonic() > deadline:
-                raise DemoError(f"only {n} of the {answered} requests reached the predictions table within 60 s")
+                raise DemoError(f"only {n} of the {answered} requests reached the prediction log within 60 s")
             time.sleep(1)
-        print(f"drift-demo: all {n} are in the predictions table")
+        print(f"drift-demo: all {n} are in the prediction log")
 
         report = ("companydata-monitor", "report", "--since", day.isoformat(), "--until", day.isoformat())
         hook = compose.run("exec", "-T", "dagster-daemon", "printenv", "ALERT_WEBHOOK_URL", check=False).stdout.strip()

@@ -10,10 +10,12 @@ and `ood_reasons`, and with OOD_POLICY=reject a request with any row out of dist
 
 No DataFrame on the way: the validated values become `Columns` (numbers float64, categories
 str or None) once, which the gate, the model (`score_columns`) and the log record
-(`predict_with_logging`, the one logged path) all read. /predict is validated by its request
-model (flask-openapi3); /predict/batch reads its body itself (`deployment.columns`: records
-or columns, checked column by column, the request models deciding anything unusual) and
-answers in the shape it was asked in.
+(`predict_with_logging`, the one logged path) all read. The body is read and parsed once, by
+orjson (`deployment.jsontext`), after the bearer check; flask-openapi3 only documents the
+request models (its delayed-validation protocol, `documented_body`). /predict is validated by
+its request model; /predict/batch reads its body itself (`deployment.columns`: records or
+columns, checked column by column, the request models deciding anything unusual). Answers
+are written by orjson, in the shape asked in, the model's arrays as they are.
 """
 
 # No `from __future__ import annotations`: flask-openapi3 reads the views' annotations, which
@@ -26,20 +28,21 @@ from operator import itemgetter
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from flask import Response, current_app, g, request
+import numpy as np
+import orjson
+from flask import Response, g, request
 from flask_openapi3.blueprint import APIBlueprint
 from flask_openapi3.models.tag import Tag
 from flask_openapi3.types import ResponseDict
 from pydantic import ValidationError
-from werkzeug.exceptions import BadRequest
 
-from deployment import metrics
+from deployment import jsontext, metrics
 from deployment.columns import Batch, BodyError, read_batch, to_columns
 from deployment.errors import ApiError, validation_error
-from deployment.routes.context import services
+from deployment.routes.context import Services
 from deployment.schemas import BatchAnswer, ErrorResponse, PredictResponse, RequestModels
 from machine_learning_engineering.model import Columns, MLEModel
-from machine_learning_engineering.ood import IN_DISTRIBUTION, Verdict
+from machine_learning_engineering.ood import IN_DISTRIBUTION, Finding, Verdict
 
 REFUSALS: ResponseDict = {
     400: ErrorResponse,
@@ -119,6 +122,16 @@ def unknown_categories(model: MLEModel, values: dict[str, list[Any]], rows: int)
     return warnings
 
 
+def unknown_category(model: MLEModel, values: dict[str, Any]) -> list[str]:
+    """`unknown_categories` for one client's values (/predict)."""
+    warnings = NOTHING
+    for name, known in known_categories(model).items():
+        value = values.get(name)
+        if value is not None and value not in known:
+            warnings = [*warnings, f"{name}: unknown category {value!r}, scored as missing"]
+    return warnings
+
+
 # A loaded model's known categories never change: asked once per model, not per request.
 _KNOWN: "WeakKeyDictionary[MLEModel, dict[str, frozenset[str]]]" = WeakKeyDictionary()
 
@@ -130,9 +143,15 @@ def known_categories(model: MLEModel) -> dict[str, frozenset[str]]:
     return known
 
 
+_VERDICT_LABELS = {True: "in", False: "out", None: "none"}
+
+
 def count_verdicts(verdicts: list[Verdict]) -> None:
+    if len(verdicts) == 1:  # /predict: one verdict, one counter
+        metrics.judged(_VERDICT_LABELS[verdicts[0][0]], 1)
+        return
     counts = Counter(map(itemgetter(0), verdicts))
-    for value, label in ((True, "in"), (False, "out"), (None, "none")):
+    for value, label in _VERDICT_LABELS.items():
         if counts[value]:
             metrics.judged(label, counts[value])
 
@@ -165,11 +184,130 @@ def reasons(verdict: Verdict) -> list[str]:
     return NOTHING if verdict is IN_DISTRIBUTION else verdict.reasons
 
 
-def dumped(payload: Any) -> Response:
-    """JSON as `jsonify` writes it (compact), without sorting keys: the callers write them in
-    order already, and sorting a thousand rows' keys costs more than writing them."""
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=current_app.json.ensure_ascii)  # type: ignore[attr-defined]
-    return Response(text + "\n", mimetype="application/json")
+def read_single(body: Any, model: type[Any]) -> tuple[int, dict[str, Any]]:
+    """/predict's parsed body through its request model: (idx, the feature values); pydantic's
+    ValidationError (naming the field) for anything the model refuses."""
+    validated = model.model_validate(body)
+    return validated.idx, dict(validated.features.__dict__)
+
+
+def answer_single(
+    model: MLEModel, idx: int, verdict: Verdict, label: int, probability: float, warnings: list[str]
+) -> Response:
+    """PredictResponse, keys in order."""
+    return _json(
+        {
+            "idx": idx,
+            "in_distribution": verdict.in_distribution,
+            "label": label,
+            "model_version": model.version_ or "unversioned",
+            "ood_reasons": reasons(verdict),
+            "probability": probability,
+            "threshold": model.decision_threshold,
+            "warnings": warnings,
+        }
+    )
+
+
+def answer_columns(
+    model: MLEModel, batch: Batch, labels: Any, probabilities: Any, verdicts: list[Verdict], warnings: list[list[str]]
+) -> Response:
+    """ColumnarBatchResponse, keys in order: the model's arrays written by orjson as they are."""
+    return _json(
+        {
+            "idx": batch.idx,
+            "in_distribution": list(map(itemgetter(0), verdicts)),
+            "label": _contiguous(labels),
+            "model_version": model.version_ or "unversioned",
+            "ood_reasons": _reason_lists(verdicts),
+            "probability": _contiguous(probabilities),
+            "threshold": model.decision_threshold,
+            "warnings": warnings,
+        }
+    )
+
+
+# A BatchResponse row, in its key order: the constant text around each row's six values.
+_ROW = (
+    b'{"idx":',
+    b',"in_distribution":',
+    b',"label":',
+    b',"ood_reasons":',
+    b',"probability":',
+    b',"warnings":',
+    b"},",
+)
+_EMPTY = b"[]"
+
+
+def answer_records(
+    model: MLEModel, batch: Batch, labels: Any, probabilities: Any, verdicts: list[Verdict], warnings: list[list[str]]
+) -> Response:
+    """BatchResponse, keys in order, written without a dict per row: each column's values are
+    written by one orjson call and split into one text per row (numbers, true, false and null
+    hold no comma), the lists of strings one by one where not empty, and the rows' text is
+    interleaved with the constant text around them by slice assignment."""
+    rows = batch.rows
+    parts: list[bytes] = [
+        _ROW[0], b"", _ROW[1], b"", _ROW[2], b"", _ROW[3], b"", _ROW[4], b"", _ROW[5], b"", _ROW[6]
+    ] * rows  # fmt: skip
+    parts[1::13] = _values(batch.idx)
+    parts[3::13] = _values(list(map(itemgetter(0), verdicts)))
+    parts[5::13] = _values(_contiguous(labels))
+    findings = list(map(itemgetter(1), verdicts))
+    parts[7::13] = [_reasons(f) for f in findings] if any(findings) else [_EMPTY] * rows
+    parts[9::13] = _values(_contiguous(probabilities))
+    parts[11::13] = _lists(warnings)
+    parts[-1] = b"}"
+    head = b'{"model_version":' + orjson.dumps(model.version_ or "unversioned") + b',"predictions":['
+    tail = b'],"threshold":' + orjson.dumps(model.decision_threshold) + b"}\n"
+    return Response(b"".join((head, *parts, tail)), content_type=JSON)
+
+
+def _values(column: Any) -> list[bytes]:
+    """Each scalar's JSON text (numbers, true, false, null: no commas inside)."""
+    return orjson.dumps(column, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+
+
+def _lists(column: list[list[str]]) -> list[bytes]:
+    if not any(column):
+        return [_EMPTY] * len(column)
+    return [orjson.dumps(strings) if strings else _EMPTY for strings in column]
+
+
+def _reason_lists(verdicts: list[Verdict]) -> list[list[str]]:
+    """Each verdict's reasons; one shared empty list for every row without (most of them)."""
+    findings = list(map(itemgetter(1), verdicts))
+    if not any(findings):
+        return [NOTHING] * len(findings)
+    return [[finding.reason for finding in found] if found else NOTHING for found in findings]
+
+
+def _reasons(findings: tuple[Finding, ...]) -> bytes:
+    return orjson.dumps([finding.reason for finding in findings]) if findings else _EMPTY
+
+
+# The dtypes orjson writes itself as `tolist()` would have them (OPT_SERIALIZE_NUMPY; float32
+# it writes in float32's shortest form, so it goes as a list); any other array goes as a list.
+_NATIVE = frozenset(
+    map(np.dtype, ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float64"))
+)
+
+
+def _contiguous(values: Any) -> Any:
+    """What orjson writes as it is: a C-contiguous array of a number dtype it knows, or a list."""
+    if isinstance(values, np.ndarray):
+        if values.dtype in _NATIVE and values.flags.c_contiguous and values.ndim == 1:
+            return values
+        return values.tolist()
+    return values
+
+
+JSON = "application/json"
+
+
+def _json(payload: Any) -> Response:
+    return Response(jsontext.dumps(payload), content_type=JSON)
 
 
 def documented_body(model: Any) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
@@ -185,28 +323,32 @@ def documented_body(model: Any) -> Callable[[Callable[..., Response]], Callable[
     return mark
 
 
-def blueprint(models: RequestModels) -> APIBlueprint:
-    """The prediction endpoints for one feature declaration."""
+def blueprint(models: RequestModels, context: Services) -> APIBlueprint:
+    """The prediction endpoints for one feature declaration, served with `context`."""
     bp = APIBlueprint("predict", __name__, abp_tags=[Tag(name="predict")], abp_security=SECURITY)
     fields = len(models.features.model_fields)
-    Predict = models.predict
+    settings = context.settings
 
     @bp.before_request
     def admit() -> None:
-        """Who asks, and a JSON body with each key once, before the request model runs."""
-        g.api_key = services().guard.caller()
-        if request.mimetype != "application/json":
+        """Who asks, then a JSON body with each key once, parsed once (`g.body`) for the view.
+        Nothing of the body is read before the bearer check."""
+        g.api_key = context.guard.caller()
+        # The usual header is the media type alone: compared as it is, parsed only otherwise.
+        if request.environ.get("CONTENT_TYPE") != JSON and request.mimetype != JSON:
             raise ApiError(415, f"Content-Type must be application/json, not {request.mimetype or 'missing'}")
+        raw = request.get_data()  # MAX_CONTENT_LENGTH: a 413 before anything is read
         try:
-            parsed = request.get_json()
-        except BadRequest as exc:
+            parsed = jsontext.loads(raw)
+        except ValueError as exc:
             raise ApiError(
-                400, "body is not valid JSON", [{"field": "body", "problem": str(exc.description)}]
+                400, "body is not valid JSON", [{"field": "body", "problem": f"Invalid JSON: {exc}"}]
             ) from None
-        duplicated = duplicate_key(request.get_data(), expected_keys(parsed, fields))
+        duplicated = duplicate_key(raw, expected_keys(parsed, fields))
         if duplicated is not None:
             problem = f"duplicate key {duplicated!r}: each key may appear once per object"
             raise ApiError(422, "invalid request", [{"field": duplicated, "problem": problem}])
+        g.body = parsed
 
     def score(model: MLEModel, idx: list[int], columns: Columns, verdicts: list[Verdict]) -> tuple[Any, Any]:
         """Score validated columns whose verdicts are known, logging each row with its verdict."""
@@ -222,32 +364,24 @@ def blueprint(models: RequestModels) -> APIBlueprint:
         """The gate's verdicts, counted; OOD_POLICY=reject refuses here, before anything is scored."""
         verdicts = model.check_distribution(columns)
         count_verdicts(verdicts)
-        if services().settings.ood_policy == "reject":
+        if settings.ood_policy == "reject":
             refuse_out_of_distribution(idx, verdicts, field, batch)
         return verdicts
 
-    def predict(body: Predict) -> Response:  # type: ignore[valid-type]
+    @documented_body(models.predict)
+    def predict() -> Response:
         """Predict one client's label (logged in `predictions`), with the out-of-distribution gate's verdict."""
-        model = services().served_model()
-        values = body.features.model_dump()  # type: ignore[attr-defined]
-        idx = [body.idx]  # type: ignore[attr-defined]
+        try:
+            client, values = read_single(g.body, models.predict)
+        except ValidationError as exc:
+            return validation_error(exc)
+        model = context.served_model()
+        idx = [client]
         columns = model.feature_schema.columns([values])
         verdicts = judge(model, idx, columns, single_field, batch=False)
         labels, probabilities = score(model, idx, columns, verdicts)
-        warnings = unknown_categories(model, {name: [value] for name, value in values.items()}, 1)
-        verdict = verdicts[0]
-        return dumped(  # PredictResponse, keys in order
-            {
-                "idx": idx[0],
-                "in_distribution": verdict.in_distribution,
-                "label": int(labels[0]),
-                "model_version": model.version_ or "unversioned",
-                "ood_reasons": reasons(verdict),
-                "probability": float(probabilities[0]),
-                "threshold": model.decision_threshold,
-                "warnings": warnings[0],
-            }
-        )
+        warnings = unknown_category(model, values)
+        return answer_single(model, client, verdicts[0], int(labels[0]), float(probabilities[0]), warnings)
 
     @documented_body(models.batch)
     def predict_batch() -> Response:
@@ -255,13 +389,9 @@ def blueprint(models: RequestModels) -> APIBlueprint:
 
         Records (at most MAX_BATCH_SIZE) are answered as records; columns (one array per field,
         at most MAX_COLUMNAR_ROWS rows) are answered as columns."""
-        context = services()
         model = context.served_model()
-        settings = context.settings
         try:
-            batch = read_batch(
-                request.get_json(), models, model.feature_schema, settings.max_batch, settings.max_columns
-            )
+            batch = read_batch(g.body, models, model.feature_schema, settings.max_batch, settings.max_columns)
         except BodyError as exc:
             raise ApiError(422, "invalid request", [{"field": exc.field, "problem": exc.problem}]) from None
         except ValidationError as exc:  # what the request models refuse, named as for /predict
@@ -269,34 +399,9 @@ def blueprint(models: RequestModels) -> APIBlueprint:
         columns = to_columns(model.feature_schema, batch.values)
         verdicts = judge(model, batch.idx, columns, batch.field, batch=True)
         labels, probabilities = score(model, batch.idx, columns, verdicts)
-        return answer(model, batch, labels.tolist(), probabilities.tolist(), verdicts)
-
-    def answer(
-        model: MLEModel, batch: Batch, labels: list[int], probabilities: list[float], verdicts: list[Verdict]
-    ) -> Response:
         warnings = unknown_categories(model, batch.values, batch.rows)
-        flags = list(map(itemgetter(0), verdicts))
-        why = list(map(reasons, verdicts))
-        version, threshold = model.version_ or "unversioned", model.decision_threshold
-        if batch.columnar:  # ColumnarBatchResponse, keys in order
-            return dumped(
-                {
-                    "idx": batch.idx,
-                    "in_distribution": flags,
-                    "label": labels,
-                    "model_version": version,
-                    "ood_reasons": why,
-                    "probability": probabilities,
-                    "threshold": threshold,
-                    "warnings": warnings,
-                }
-            )
-        # BatchResponse: plain dicts in its shape (a thousand pydantic objects would cost more than the model)
-        predictions = [
-            {"idx": i, "in_distribution": f, "label": label, "ood_reasons": r, "probability": p, "warnings": w}
-            for i, f, label, r, p, w in zip(batch.idx, flags, labels, why, probabilities, warnings, strict=True)
-        ]
-        return dumped({"model_version": version, "predictions": predictions, "threshold": threshold})
+        answer = answer_columns if batch.columnar else answer_records
+        return answer(model, batch, labels, probabilities, verdicts, warnings)
 
     bp.post("/predict", responses={200: PredictResponse, **REFUSALS})(predict)
     bp.post("/predict/batch", responses={200: BatchAnswer, **REFUSALS})(predict_batch)

@@ -35,3 +35,9 @@ CREATE TABLE prediction_dead_letters (
 
 GRANT INSERT ON predictions, prediction_dead_letters TO mle_user_role;
 GRANT SELECT ON predictions, prediction_dead_letters TO ds_user_role;
+
+-- A request of more than one row is logged as ONE row of prediction_batches (its values as
+-- arrays), and the view prediction_log shows every prediction of both tables, one row each.
+-- Both are made by 95-prediction-batches.sql, included here so that a new database has them
+-- from the start; the same (idempotent) file brings a database made before them up to date.
+\ir 95-prediction-batches.sql

@@ -6,7 +6,8 @@
 # password comes from MONITOR_DB_PASSWORD (development default: `monitor_user`, the login name,
 # like the other roles).
 #
-#   monitor_user   reads the prediction log (predictions) and the batch scores (batch_predictions);
+#   monitor_user   reads the prediction log (predictions, prediction_batches and the view over both,
+#                  prediction_log) and the batch scores (batch_predictions);
 #                  reads the features and labels of the clients scored in a period through the two
 #                  functions below (in schema `monitoring`), nothing else of the ETL's tables;
 #                  replaces a period's rows in monitoring_metrics (SELECT, INSERT, DELETE) and
@@ -27,6 +28,7 @@
 # Idempotent, like 60-dagster.sh: on a database volume made before this file existed, apply it
 # by hand; a re-run resets the password to MONITOR_DB_PASSWORD and keeps the recorded metrics:
 #   docker compose exec operational-db bash /docker-entrypoint-initdb.d/80-monitoring.sh
+# (on a volume older than 95-prediction-batches.sql, apply that file first: this one names its table.)
 # No `set` here: the image may source this file rather than execute it (psql's exit status is ours).
 
 psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
@@ -103,7 +105,7 @@ GRANT SELECT, INSERT ON monitoring_alerts TO monitor_user;
 GRANT UPDATE (attempts, claimed_at, delivered_at, last_error) ON monitoring_alerts TO monitor_user;
 -- The data scientist reads what the monitor found.
 GRANT SELECT ON monitoring_metrics, monitoring_alerts TO ds_user_role;
-GRANT SELECT ON predictions, batch_predictions TO monitor_user;
+GRANT SELECT ON predictions, prediction_batches, prediction_log, batch_predictions TO monitor_user;
 
 -- The ETL's tables need not exist yet (a new database): the bodies are checked when they run.
 SET LOCAL check_function_bodies = off;
@@ -125,7 +127,9 @@ AS $fn$
 $fn$;
 
 -- The label of each client the API predicted for between `since` and `until` (timestamps,
--- end excluded), when the labels table has one.
+-- end excluded), when the labels table has one: single requests and logged batches alike. It
+-- reads the two tables, not the view prediction_log, which would expand every batch's features
+-- only to be asked for client ids. 95-prediction-batches.sql holds the same definition.
 CREATE OR REPLACE FUNCTION monitoring.request_labels(since timestamptz, until timestamptz)
 RETURNS TABLE (client_idx bigint, label integer)
 LANGUAGE sql STABLE SECURITY DEFINER
@@ -136,6 +140,9 @@ AS $fn$
     WHERE l.idx IN (
         SELECT p.client_idx FROM public.predictions AS p
         WHERE p.predicted_at >= since AND p.predicted_at < until
+        UNION ALL
+        SELECT unnest(b.client_idx) FROM public.prediction_batches AS b
+        WHERE b.predicted_at >= since AND b.predicted_at < until
     )
 $fn$;
 
