@@ -609,7 +609,7 @@ class OODGate:
                     values[0, column] = math.nan if value is None else value
                 else:
                     code = lookup(value, -1.0)
-                    values[0, column] = math.nan if code == -1.0 and _missing(value) else code
+                    values[0, column] = _not_found(value) if code == -1.0 else code
         else:
             arrays = self._outputs(n)
             values = arrays[0]
@@ -818,9 +818,15 @@ def _codes(f: _Feature, values: Any) -> list[float]:
     codes = list(map(f.lookup.get, values, repeat(-1.0)))
     if -1.0 in codes:
         for i, code in enumerate(codes):
-            if code == -1.0 and _missing(values[i]):  # NaN, as a frame holds a missing category
-                codes[i] = math.nan
+            if code == -1.0:
+                codes[i] = _not_found(values[i])
     return codes
+
+
+def _not_found(value: Any) -> float:
+    """The code of a category value its lookup does not hold: NaN when it is missing (None, or
+    NaN as a frame holds a missing category), -1 when it was never seen in training."""
+    return math.nan if _missing(value) else -1.0
 
 
 @dataclass(frozen=True)

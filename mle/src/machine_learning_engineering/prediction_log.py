@@ -525,10 +525,7 @@ class BatchRecord(NamedTuple):
             raise ValueError(f"{len(idx)} client idx and {n} labels for {feature_rows} feature rows")
         if verdicts is not None and len(verdicts) != n:
             raise ValueError(f"{len(verdicts)} verdicts for {n} rows")
-        try:
-            clients = np.array(idx, dtype=np.int64)
-        except (OverflowError, TypeError, ValueError):  # refused by the database, kept in dead letters
-            clients = np.array(list(idx), dtype=object)
+        clients = _int64_or_objects(idx)
         flags: Any = None
         reasons = None
         if verdicts is not None:
@@ -622,7 +619,9 @@ def records_for(
     return [BatchRecord.from_columns(idx, labels, probabilities, version, columns, kinds, api_key, verdicts)]
 
 
-def _int64_or_objects(values: Sequence[Any]) -> np.ndarray:
+def _int64_or_objects(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Client idx as int64, or as they are where int64 cannot hold them: the database refuses
+    those and the record goes to the dead letters whole."""
     try:
         return np.array(values, dtype=np.int64)
     except (OverflowError, TypeError, ValueError):

@@ -42,7 +42,7 @@ from deployment.errors import ApiError, validation_error
 from deployment.routes.context import Services
 from deployment.schemas import BatchAnswer, ErrorResponse, PredictResponse, RequestModels
 from machine_learning_engineering.model import Columns, MLEModel
-from machine_learning_engineering.ood import IN_DISTRIBUTION, Finding, Verdict
+from machine_learning_engineering.ood import IN_DISTRIBUTION, Verdict
 
 REFUSALS: ResponseDict = {
     400: ErrorResponse,
@@ -118,7 +118,7 @@ def unknown_categories(model: MLEModel, values: dict[str, list[Any]], rows: int)
             continue
         for i, value in enumerate(column):
             if value in unknown:
-                warnings[i] = [*warnings[i], f"{name}: unknown category {value!r}, scored as missing"]
+                warnings[i] = [*warnings[i], _unknown(name, value)]
     return warnings
 
 
@@ -128,8 +128,12 @@ def unknown_category(model: MLEModel, values: dict[str, Any]) -> list[str]:
     for name, known in known_categories(model).items():
         value = values.get(name)
         if value is not None and value not in known:
-            warnings = [*warnings, f"{name}: unknown category {value!r}, scored as missing"]
+            warnings = [*warnings, _unknown(name, value)]
     return warnings
+
+
+def _unknown(name: str, value: Any) -> str:
+    return f"{name}: unknown category {value!r}, scored as missing"
 
 
 # A loaded model's known categories never change: asked once per model, not per request.
@@ -254,8 +258,7 @@ def answer_records(
     parts[1::13] = _values(batch.idx)
     parts[3::13] = _values(list(map(itemgetter(0), verdicts)))
     parts[5::13] = _values(_contiguous(labels))
-    findings = list(map(itemgetter(1), verdicts))
-    parts[7::13] = [_reasons(f) for f in findings] if any(findings) else [_EMPTY] * rows
+    parts[7::13] = list(map(_reasons, verdicts)) if any(map(itemgetter(1), verdicts)) else [_EMPTY] * rows
     parts[9::13] = _values(_contiguous(probabilities))
     parts[11::13] = _lists(warnings)
     parts[-1] = b"}"
@@ -277,14 +280,13 @@ def _lists(column: list[list[str]]) -> list[bytes]:
 
 def _reason_lists(verdicts: list[Verdict]) -> list[list[str]]:
     """Each verdict's reasons; one shared empty list for every row without (most of them)."""
-    findings = list(map(itemgetter(1), verdicts))
-    if not any(findings):
-        return [NOTHING] * len(findings)
-    return [[finding.reason for finding in found] if found else NOTHING for found in findings]
+    if not any(map(itemgetter(1), verdicts)):
+        return [NOTHING] * len(verdicts)
+    return [verdict.reasons if verdict.findings else NOTHING for verdict in verdicts]
 
 
-def _reasons(findings: tuple[Finding, ...]) -> bytes:
-    return orjson.dumps([finding.reason for finding in findings]) if findings else _EMPTY
+def _reasons(verdict: Verdict) -> bytes:
+    return orjson.dumps(verdict.reasons) if verdict.findings else _EMPTY
 
 
 # The dtypes orjson writes itself as `tolist()` would have them (OPT_SERIALIZE_NUMPY; float32
